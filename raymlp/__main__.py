@@ -1,0 +1,5 @@
+import sys
+
+from raymlp.cli import main
+
+sys.exit(main())

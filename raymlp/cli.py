@@ -1,0 +1,144 @@
+"""raymlp's command line: thin wrappers over run_pipeline, the Serve app and the config loader."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from raymlp.config import ConfigError, load_config
+from raymlp.config.load import config_help
+
+USER_ERRORS = (ConfigError, FileNotFoundError, LookupError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        return args.command(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.explain:
+        print("\n".join(config_help()))
+        return 0
+    if not args.config:
+        raise ConfigError("", ["give a CONFIG to validate, or --explain to list every field"])
+    cfg = load_config(args.config, args.set)
+    print(f"{args.config}: valid pipeline {cfg.name!r}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from raymlp.pipeline import STAGES, run_pipeline
+    from raymlp.runtime import init_ray, shutdown_ray
+
+    cfg = load_config(args.config, args.set)
+    stages = args.stages.split(",") if args.stages else list(STAGES)
+    runtime = init_ray(cfg.runtime)
+    result = run_pipeline(cfg, stages)
+    print(_summary(result))
+    if result.endpoint and runtime.embedded:
+        if args.keep_serving:
+            _wait_for_interrupt(result.endpoint)
+        else:
+            print("The app stopped with this process (embedded Ray). `raymlp serve CONFIG` keeps a model up.")
+    shutdown_ray(runtime)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from raymlp.lifecycle.tracking import configure_tracking
+    from raymlp.runtime import init_ray, shutdown_ray
+    from raymlp.serve.app import build_model_app, deploy
+
+    cfg = load_config(args.config, args.set)
+    runtime = init_ray(cfg.runtime)
+    target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    url = deploy(build_model_app(cfg.serve, cfg.monitor, target), cfg.serve, name=cfg.name)
+    print(f"serving {target.model_name} at {url}/predict (OpenAPI docs: {url}/docs)")
+    if runtime.embedded:
+        _wait_for_interrupt(url)
+    shutdown_ray(runtime)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from raymlp.serve.client import PredictError, predict
+
+    text = Path(args.file).read_text() if args.file else args.rows
+    rows = json.loads(text)
+    try:
+        print(json.dumps(predict(args.url, rows if isinstance(rows, list) else [rows]), indent=2))
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _summary(result) -> str:
+    lines = [f"run folder:    {result.run_dir}", f"MLflow runs:   mlflow ui --backend-store-uri {result.tracking_uri}"]
+    lines.append(f"               (run {result.mlflow_run_id})")
+    if result.metrics:
+        lines.append("best model:    " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+    if result.model_version:
+        lines.append(f"registered:    {result.model_name} version {result.model_version}")
+    if result.compress:
+        c = result.compress
+        verdict = "served" if c.accepted else "not served: metric drop over compress.max_metric_drop"
+        lines.append(
+            f"int8 ({c.scheme}): {c.metric} {c.metric_fp32:.4f} -> {c.metric_int8:.4f}, "
+            f"weights {c.size_fp32_bytes / 1024:.0f} KiB -> {c.size_int8_bytes / 1024:.0f} KiB ({verdict})"
+        )
+    if result.endpoint:
+        lines.append(f"endpoint:      {result.endpoint}/predict  (docs: {result.endpoint}/docs)")
+    if result.prediction:
+        lines.append("prediction:    " + json.dumps(result.prediction["predictions"][0]))
+    return "\n".join(lines)
+
+
+def _wait_for_interrupt(url: str) -> None:
+    print(f"serving at {url}; Ctrl-C stops it")
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raymlp", description="Run ML pipelines on Ray, from raw data to a served model.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("config", help="pipeline YAML")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the pipeline (all stages, or --stages)"))
+    run.add_argument("--stages", help="comma-separated subset of data,train,tune,register,compress,serve")
+    run.add_argument("--keep-serving", action="store_true", help="with an embedded Ray, keep the app up until Ctrl-C")
+    run.set_defaults(command=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config; print every error with its field path")
+    validate.add_argument("config", nargs="?", help="pipeline YAML")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--explain", action="store_true", help="list every config field and what it does")
+    validate.set_defaults(command=cmd_validate)
+
+    serve = with_config(sub.add_parser("serve", help="serve the registered model over HTTP"))
+    serve.set_defaults(command=cmd_serve)
+
+    pred = sub.add_parser("predict", help="send raw feature rows to a running app")
+    pred.add_argument("--url", default="http://127.0.0.1:8000", help="app URL (without /predict)")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rows", help='JSON row or list of rows, e.g. \'{"age": 40, "plan": "basic"}\'')
+    source.add_argument("--file", help="JSON file holding a row or a list of rows")
+    pred.set_defaults(command=cmd_predict)
+    return parser

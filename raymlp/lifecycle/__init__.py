@@ -1,0 +1,1 @@
+"""Lifecycle stages: MLflow tracking, the model registry, and compression."""

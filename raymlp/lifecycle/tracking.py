@@ -1,0 +1,77 @@
+"""MLflow tracking: where runs go, and what a pipeline run logs.
+
+Embedded default: a SQLite store and an artifact folder under `run_dir`, so a laptop needs no
+server. On a multi-node cluster point `registry.tracking_uri` at an MLflow server instead: Serve
+replicas on other nodes cannot read the head node's local files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import mlflow
+from mlflow.entities import Run
+
+from raymlp.config.schema import RegistryConfig
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    tracking_uri: str
+    experiment_id: str
+    model_name: str
+
+
+def configure_tracking(cfg: RegistryConfig, run_dir: Path, pipeline_name: str) -> TrackingTarget:
+    """Point MLflow at the configured store (creating the embedded one) and get the experiment."""
+    embedded = cfg.tracking_uri is None
+    if embedded:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    uri = cfg.tracking_uri or f"sqlite:///{run_dir.resolve() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    name = cfg.experiment or pipeline_name
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = (run_dir.resolve() / "mlartifacts").as_uri() if embedded else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    return TrackingTarget(uri, experiment_id, cfg.model_name or pipeline_name)
+
+
+@contextlib.contextmanager
+def pipeline_run(target: TrackingTarget, run_name: str) -> Iterator[Run]:
+    """The parent MLflow run of one pipeline run; trials become nested runs under it."""
+    with mlflow.start_run(experiment_id=target.experiment_id, run_name=run_name) as run:
+        yield run
+
+
+def log_config(config: Mapping[str, Any], config_file: Path) -> None:
+    mlflow.log_params(_flatten(config))
+    mlflow.log_artifact(str(config_file))
+
+
+def log_history(history: list[dict[str, float]]) -> None:
+    """Per-epoch metrics of the chosen model, stepped by epoch."""
+    for row in history:
+        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
+def log_trial(trial_id: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    with mlflow.start_run(run_name=f"trial-{trial_id}", nested=True):
+        mlflow.log_params(params)
+        mlflow.log_metrics(dict(metrics))
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

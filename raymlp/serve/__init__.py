@@ -1,0 +1,1 @@
+"""Serve stage: the Ray Serve app builder and an HTTP client for it."""

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 (once) and install raymlp into it, editable, with the given extras.
+#   source scripts/setup.sh [EXTRAS]      e.g. `source scripts/setup.sh test`
+set -euo pipefail
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"raymlp needs Python 3.11, found {sys.version.split()[0]}"'
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# shellcheck disable=SC1091
+source .venv/bin/activate
+extras="${1:-}"
+pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"

@@ -1,0 +1,58 @@
+"""Shared fixtures: one real local Ray per test session, quickstart data and configs at tiny size."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "examples" / "quickstart"
+sys.path.insert(0, str(QUICKSTART))  # generate_data is an example script, not part of the package
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray for the whole session, in its own temp dir so it never meets another cluster.
+    4 logical CPUs on a 2-core machine let a 2-worker training run and a Serve replica coexist."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(address="local", num_cpus=4, object_store_memory=300 * 1024**2, _temp_dir=temp_dir)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def quickstart_data(tmp_path_factory) -> Path:
+    from generate_data import write_shards
+
+    out = tmp_path_factory.mktemp("quickstart") / "data"
+    write_shards(out, rows=1500, shards=3, seed=0)
+    return out
+
+
+def tiny_overrides(data: Path, run_dir: Path, port: int) -> list[str]:
+    """The quickstart config shrunk to seconds of compute: tiny epochs, two trials."""
+    return [
+        f"data.path={data}",
+        f"run_dir={run_dir}",
+        "train.epochs=2",
+        "train.cpus_per_worker=1",
+        "tune.num_samples=2",
+        f"serve.port={port}",
+    ]

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from raymlp.data.features import CategoricalFeature, FeaturePipeline, NumericFeature
+
+PIPELINE = FeaturePipeline(
+    label="y",
+    classes=["no", "yes"],
+    numeric=[NumericFeature("a", mean=10.0, std=2.0)],
+    categorical=[CategoricalFeature("c", categories=["x", "y"])],
+)
+
+
+def test_transform_scales_and_one_hot_encodes():
+    out = PIPELINE.transform({"a": [12.0, 8.0], "c": ["y", "x"]})
+    assert out.dtype == np.float32 and out.shape == (2, PIPELINE.output_dim) == (2, 3)
+    np.testing.assert_array_equal(out, [[1.0, 0.0, 1.0], [-1.0, 1.0, 0.0]])
+
+
+def test_missing_numbers_take_the_mean_and_unknown_categories_encode_as_zeros():
+    out = PIPELINE.transform({"a": [None, float("nan")], "c": ["z", None]})
+    np.testing.assert_array_equal(out, np.zeros((2, 3)))
+
+
+def test_labels_map_to_class_indices():
+    np.testing.assert_array_equal(PIPELINE.encode_labels(["yes", "no", "yes"]), [1, 0, 1])
+    batch = PIPELINE.transform_xy({"a": np.array([10.0]), "c": np.array(["x"]), "y": np.array(["yes"])})
+    assert batch["x"].shape == (1, 3) and batch["y"].tolist() == [1]
+
+
+def test_json_round_trip_is_exact_and_versioned():
+    text = PIPELINE.to_json()
+    assert FeaturePipeline.from_json(text) == PIPELINE
+    with pytest.raises(ValueError, match="format 99 is not supported"):
+        FeaturePipeline.from_json(text.replace('"format_version": 1', '"format_version": 99'))
