@@ -40,6 +40,7 @@ def configure_tracking(cfg: RegistryConfig, run_dir: Path, pipeline_name: str) -
         experiment_id = client.create_experiment(name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)  # nested runs follow the active experiment
     return TrackingTarget(uri, experiment_id, cfg.model_name or pipeline_name)
 
 

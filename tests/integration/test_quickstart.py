@@ -1,0 +1,93 @@
+"""The quickstart pipeline end to end at tiny size: real Ray, real MLflow store, real HTTP."""
+
+import json
+
+import mlflow
+import pytest
+import requests
+
+from raymlp.config import load_config
+from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG
+from raymlp.pipeline import run_pipeline
+
+from conftest import QUICKSTART, free_port, tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+ROW = {"tenure_months": 3.0, "monthly_charges": 80.0, "support_calls": 4, "age": 30, "plan": "basic", "region": "south"}
+
+
+@pytest.fixture(scope="module")
+def quickstart(ray_session, quickstart_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs")
+    cfg = load_config(QUICKSTART / "pipeline.yaml", tiny_overrides(quickstart_data, run_dir, free_port()))
+    return cfg, run_pipeline(cfg)
+
+
+def test_pipeline_registers_tracks_compresses_and_serves(quickstart):
+    cfg, result = quickstart
+    assert result.model_version == "1"
+    assert 0.5 < result.metrics["valid_accuracy"] <= 1.0
+    assert load_config(result.run_dir / "config.yaml") == cfg
+
+    client = mlflow.MlflowClient(result.tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.params["train.epochs"] == "2"
+    assert client.get_metric_history(result.mlflow_run_id, "valid_accuracy")
+    trials = client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.mlflow_run_id}'"
+    )
+    assert len(trials) == cfg.tune.num_samples
+
+    version = client.get_model_version(result.model_name, result.model_version)
+    assert version.run_id == result.mlflow_run_id
+    report = result.compress
+    assert report.size_int8_bytes < report.size_fp32_bytes
+    assert version.tags[INT8_ACCEPTED_TAG] == str(report.accepted).lower()
+
+    [prediction] = result.prediction["predictions"][:1]
+    assert prediction["label"] in (0, 1)
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert result.prediction["precision"] == ("int8" if report.accepted else "fp32")
+
+
+def test_http_predicts_raw_rows_and_reports_the_version(quickstart):
+    _, result = quickstart
+    response = requests.post(f"{result.endpoint}/predict", json={"rows": [ROW, {**ROW, "plan": "premium"}]}, timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == result.model_name and body["version"] == result.model_version
+    assert len(body["predictions"]) == 2
+    assert requests.get(f"{result.endpoint}/healthz", timeout=10).json()["status"] == "ok"
+    schema = requests.get(f"{result.endpoint}/openapi.json", timeout=10).json()
+    assert set(ROW) <= set(schema["components"]["schemas"]["Row"]["properties"])
+
+
+@pytest.mark.parametrize(
+    "raw_body, field",
+    [
+        (json.dumps({"rows": [ROW]}).replace("3.0", "NaN"), "body.rows.0.tenure_months"),
+        (json.dumps({"rows": [ROW]}).replace("3.0", "Infinity"), "body.rows.0.tenure_months"),
+        (json.dumps({"rows": [{**ROW, "age": "old"}]}), "body.rows.0.age"),
+        (json.dumps({"rows": [{k: v for k, v in ROW.items() if k != "plan"}]}), "body.rows.0.plan"),
+        (json.dumps({"rows": [{**ROW, "colour": "red"}]}), "body.rows.0.colour"),
+        (json.dumps({"rows": []}), "body.rows"),
+        ("{not json", "body"),
+    ],
+)
+def test_malformed_requests_get_422_naming_the_field_and_the_replica_keeps_serving(quickstart, raw_body, field):
+    _, result = quickstart
+    response = requests.post(
+        f"{result.endpoint}/predict", data=raw_body, headers={"content-type": "application/json"}, timeout=30
+    )
+    assert response.status_code == 422, response.text
+    fields = [e["field"] for e in response.json()["detail"]]
+    assert any(f.startswith(field) for f in fields), fields
+    assert "NaN" not in response.text and '"red"' not in response.text  # input is never echoed
+    assert requests.post(f"{result.endpoint}/predict", json={"rows": [ROW]}, timeout=30).status_code == 200
+
+
+def test_missing_data_path_is_named(ray_session, tmp_path):
+    cfg = load_config(QUICKSTART / "pipeline.yaml", [f"data.path={tmp_path / 'nope'}", f"run_dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match=r"data.path: no such file or folder: .*nope"):
+        run_pipeline(cfg, ["data"])
