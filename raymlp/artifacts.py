@@ -18,6 +18,7 @@ from torch import nn
 
 from raymlp.config.schema import ModelConfig
 from raymlp.data.features import FeaturePipeline
+from raymlp.lifecycle.quantize import quantize
 from raymlp.train.models import build_model
 
 MANIFEST = "manifest.json"
@@ -97,8 +98,6 @@ def load_bundle(path: Path) -> LoadedModel:
     )
     module = build_model(spec.model, spec.input_dim, spec.num_classes).eval()
     if spec.quantization:
-        from raymlp.lifecycle.compress import quantize  # torchao loads only for quantized bundles
-
         module = quantize(module, spec.quantization)
     # assign=True keeps torchao's quantized tensor subclasses instead of copying into fp32 params.
     module.load_state_dict(torch.load(path / "weights.pt", weights_only=True), assign=True)

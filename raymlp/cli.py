@@ -8,9 +8,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raymlp.config import ConfigError, load_config
 from raymlp.config.load import config_help
+
+if TYPE_CHECKING:
+    from raymlp.pipeline import PipelineResult
 
 USER_ERRORS = (ConfigError, FileNotFoundError, LookupError, ValueError)
 
@@ -83,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(result) -> str:
+def _summary(result: PipelineResult) -> str:
     lines = [f"run folder:    {result.run_dir}", f"MLflow runs:   mlflow ui --backend-store-uri {result.tracking_uri}"]
     lines.append(f"               (run {result.mlflow_run_id})")
     if result.metrics:

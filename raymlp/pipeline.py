@@ -7,11 +7,13 @@ import json
 import logging
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import mlflow
+import ray.train
 
 from raymlp.config import PipelineConfig, save_config, with_values
 from raymlp.data import PreparedData, prepare_data
@@ -66,7 +68,7 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
     """Run `stages` of `cfg` on the current Ray cluster (started embedded if there is none)."""
     stages = check_stages(stages)
     init_ray(cfg.runtime)
-    run_id = time.strftime("%Y%m%d-%H%M%S")
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(cfg.run_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -105,7 +107,13 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
     return result
 
 
-def _fit(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str, callbacks=()) -> TrainOutcome:
+def _fit(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    name: str,
+    storage_path: str,
+    callbacks: Sequence[ray.train.UserCallback] = (),
+) -> TrainOutcome:
     return fit(
         cfg.model,
         cfg.train,
@@ -121,7 +129,9 @@ def _fit(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str, 
 
 
 def _tune(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str) -> TrainOutcome:
-    def fit_trial(params: dict[str, Any], run_name: str, callbacks) -> TrainOutcome:
+    def fit_trial(
+        params: dict[str, Any], run_name: str, callbacks: Sequence[ray.train.UserCallback]
+    ) -> TrainOutcome:
         return _fit(with_values(cfg, params), data, run_name, storage_path, callbacks)
 
     search = run_search(

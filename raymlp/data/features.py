@@ -64,8 +64,6 @@ class FeaturePipeline:
         for f in self.categorical:
             values = np.asarray(columns[f.name], dtype=object).astype(str)
             parts.append(values[:, None] == np.asarray(f.categories, dtype=str)[None, :])
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
         return np.hstack(parts).astype(np.float32)
 
     def encode_labels(self, values: Any) -> np.ndarray:

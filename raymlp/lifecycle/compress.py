@@ -19,20 +19,10 @@ from torch import nn
 
 from raymlp.artifacts import ModelSpec, bundle_size_bytes, load_bundle, save_bundle
 from raymlp.config.schema import CompressConfig
+from raymlp.lifecycle.quantize import quantize
 from raymlp.train.loop import BATCH_DTYPES, evaluate, summarize
 
 log = logging.getLogger(__name__)
-
-
-def quantize(module: nn.Module, scheme: str) -> nn.Module:
-    """Quantize the Linear layers of `module` in place with a torchao int8 scheme."""
-    # torchao logs failed loads of its optional CUDA kernels at import; they do not apply on CPU.
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
-
-    configs = {"int8_weight_only": Int8WeightOnlyConfig, "int8_dynamic": Int8DynamicActivationInt8WeightConfig}
-    quantize_(module, configs[scheme]())
-    return module
 
 
 @dataclass

@@ -18,13 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
-from ray.util import metrics
 
 from raymlp.artifacts import load_bundle
 from raymlp.config import load_config
 from raymlp.config.schema import MonitorConfig, ServeConfig
 from raymlp.lifecycle.registry import download_bundle, resolve_version
 from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
+from raymlp.monitor.metrics import RequestMetrics
 from raymlp.serve.schemas import PredictResponse, make_request_model
 
 
@@ -51,7 +51,7 @@ class ModelServer:
         self.source = source
         self.max_rows = max_rows
         self.labels = self.model.features.classes
-        self.metrics = _RequestMetrics(source) if export_metrics else None
+        self.metrics = RequestMetrics(source.model_name, source.version) if export_metrics else None
         torch.set_num_threads(1)  # a replica reserves a fraction of a CPU; batching, not threads, scales it
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -93,26 +93,6 @@ class ModelServer:
                 for p in probs
             ],
         )
-
-
-class _RequestMetrics:
-    """`raymlp_*` request metrics exported through Ray's metrics agent (a prometheus_client
-    registry inside a replica would not be scraped)."""
-
-    def __init__(self, source: ModelSource):
-        keys = ("model", "version")
-        self.tags = {"model": source.model_name, "version": source.version}
-        self.rows = metrics.Counter("raymlp_predicted_rows_total", "Rows predicted.", tag_keys=keys)
-        self.latency = metrics.Histogram(
-            "raymlp_predict_latency_seconds",
-            "Model time per request.",
-            boundaries=[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
-            tag_keys=keys,
-        )
-
-    def observe(self, rows: int, seconds: float) -> None:
-        self.rows.inc(rows, tags=self.tags)
-        self.latency.observe(seconds, tags=self.tags)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,7 +5,7 @@ import torch
 
 from raymlp.artifacts import ModelSpec, TamperedArtifactError, load_bundle, save_bundle
 from raymlp.config.schema import ModelConfig
-from raymlp.lifecycle.compress import quantize
+from raymlp.lifecycle.quantize import quantize
 from raymlp.train.models import build_model
 
 from test_features import PIPELINE

@@ -1,0 +1,1 @@
+"""Monitor stage: metrics exported for Prometheus (drift and retraining build on these)."""
