@@ -90,6 +90,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _summary(result: PipelineResult) -> str:
     lines = [f"run folder:    {result.run_dir}", f"MLflow runs:   mlflow ui --backend-store-uri {result.tracking_uri}"]
     lines.append(f"               (run {result.mlflow_run_id})")
+    if result.validation:
+        lines.append("data:          " + result.validation.summary().replace("\n", "\n               "))
     if result.metrics:
         lines.append("best model:    " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
     if result.model_version:

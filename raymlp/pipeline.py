@@ -17,9 +17,17 @@ import ray.train
 
 from raymlp.config import PipelineConfig, save_config, with_values
 from raymlp.data import PreparedData, prepare_data
+from raymlp.data.validate import ValidationReport
 from raymlp.lifecycle.compress import CompressReport, compress_bundle
 from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG, INT8_ARTIFACT, register_bundle
-from raymlp.lifecycle.tracking import configure_tracking, log_config, log_history, log_trial, pipeline_run
+from raymlp.lifecycle.tracking import (
+    configure_tracking,
+    log_config,
+    log_history,
+    log_trial,
+    log_validation,
+    pipeline_run,
+)
 from raymlp.runtime import cluster_cpus, init_ray
 from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.client import predict
@@ -38,6 +46,7 @@ class PipelineResult:
     mlflow_run_id: str
     model_name: str
     model_version: str | None = None
+    validation: ValidationReport | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     compress: CompressReport | None = None
     endpoint: str | None = None
@@ -79,7 +88,11 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
     with pipeline_run(target, run_name=f"{cfg.name}-{run_id}") as run:
         result = PipelineResult(run_dir, target.tracking_uri, run.info.run_id, target.model_name)
         log_config(cfg.model_dump(mode="json"), run_dir / "config.yaml")
-        data = prepare_data(cfg.data, cfg.features, cfg.seed) if "data" in stages else None
+        data = None
+        if "data" in stages:
+            data = prepare_data(cfg.data, cfg.features, cfg.seed, run_dir / "quarantine")
+            log_validation(data.validation)
+            result.validation = data.validation
         candidates = []
         if "train" in stages:
             candidates.append(_fit(cfg, data, f"{cfg.name}-{run_id}-train", storage_path))

@@ -30,14 +30,43 @@ class RuntimeConfig(Section):
     """Object store size of the embedded Ray, in MiB."""
 
 
+class ColumnSpec(Section):
+    type: Literal["float", "int", "string", "bool"] | None = None
+    """Type every file is cast to; a value that does not cast quarantines its row. Unset: inferred."""
+    nullable: bool = True
+    """Whether a missing value is valid."""
+    min: float | None = None
+    """Smallest valid value (inclusive)."""
+    max: float | None = None
+    """Largest valid value (inclusive)."""
+    allowed: list[str | int | float | bool] | None = None
+    """The only valid values."""
+    regex: str | None = None
+    """Pattern a string value must match (searched, so anchor it with ^...$ for a full match)."""
+
+    @model_validator(mode="after")
+    def _check_range(self) -> ColumnSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("`min` must not exceed `max`")
+        return self
+
+
 class DataConfig(Section):
     path: str
-    """A file, a folder of shards, or a cloud URI (s3://, gs://). Relative paths are resolved
-    against the config file's folder."""
-    format: Literal["parquet", "csv"] | None = None
-    """Source format. Unset: taken from the file suffix, or from the files inside a folder."""
+    """A file, a folder of shards, a glob (`shards/*.csv`), or a cloud URI (s3://, gs://). Relative
+    paths are resolved against the config file's folder."""
+    format: Literal["parquet", "csv", "jsonl"] | None = None
+    """Source format. Unset: taken from each file's suffix (.parquet, .csv, .jsonl/.json)."""
     label: str
     """Column holding the class label."""
+    columns: dict[str, ColumnSpec] = Field(default_factory=dict)
+    """Typed schema and validation rules per column. Unlisted columns keep the type inferred from the
+    first readable file; the schema used is saved with the run."""
+    invalid_rows: Literal["quarantine", "drop", "fail"] = "quarantine"
+    """What happens to a row that breaks a rule or a file that cannot be read: kept aside in the
+    run's quarantine folder with its reason, dropped (still counted), or fail the run."""
+    max_bad_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    """Largest share of invalid rows before the run fails."""
     valid_fraction: Fraction = 0.2
     """Share of rows held out for validation (seeded by the top-level `seed`)."""
 

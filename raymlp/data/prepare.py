@@ -1,16 +1,18 @@
-"""The data stage: read, split (seeded), fit the feature transform on train, apply it to both splits."""
+"""The data stage: read and validate, split (seeded), fit the feature transform on train, apply it
+to both splits."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray.data
 
 from raymlp.config.schema import DataConfig, FeaturesConfig
 from raymlp.data.features import FeaturePipeline, fit_feature_pipeline, label_classes, select_columns
-from raymlp.data.sources import read_source
+from raymlp.data.validate import ValidationReport, read_validated
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +24,16 @@ class PreparedData:
     train: ray.data.Dataset
     valid: ray.data.Dataset
     features: FeaturePipeline
+    validation: ValidationReport
     num_rows: dict[str, int]
     sample_rows: list[dict[str, Any]]
     """A few raw validation rows without the label, for smoke-testing the served model."""
 
 
-def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int) -> PreparedData:
-    ds = read_source(data)
+def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_dir: Path) -> PreparedData:
+    ds, validation = read_validated(data, quarantine_dir)
+    if data.label not in validation.schema:
+        raise ValueError(f"data.label: column {data.label!r} is not in the data; it has {sorted(validation.schema)}")
     numeric, categorical = select_columns(ds.schema().base_schema, data.label, features)
     ds = ds.select_columns(numeric + categorical + [data.label])
     train_raw, valid_raw = ds.train_test_split(test_size=data.valid_fraction, shuffle=True, seed=seed)
@@ -42,4 +47,4 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int) -> Prepa
     num_rows = {"train": train.count(), "valid": valid.count()}
     log.info("data: %d train rows, %d valid rows, %d features", num_rows["train"], num_rows["valid"], pipeline.output_dim)
     sample_rows = [{k: v for k, v in row.items() if k != data.label} for row in valid_raw.take(3)]
-    return PreparedData(train, valid, pipeline, num_rows, sample_rows)
+    return PreparedData(train, valid, pipeline, validation, num_rows, sample_rows)

@@ -1,36 +1,83 @@
-"""Read sharded parquet or CSV sources into a Ray Dataset, from local paths or cloud URIs."""
+"""Find and read source files: parquet, CSV and JSON lines, from local paths, folders, globs and
+cloud URIs (through pyarrow filesystems).
+
+Files are listed up front and read one per Ray Data task (see validate.py): Ray's own readers let
+one corrupt parquet file empty its whole read task, and `Dataset.count()` trusts parquet footers,
+so a file-level read is the unit at which a bad file can be named and quarantined.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass
 from pathlib import Path
 
-import ray.data
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.fs as pa_fs
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 
 from raymlp.config.schema import DataConfig
 
-_READERS = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv}
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_GLOB_CHARS = "*?["
 
 
-def read_source(cfg: DataConfig) -> ray.data.Dataset:
-    """A lazy Dataset over `cfg.path`; a missing local path fails here, naming the path."""
-    return _READERS[source_format(cfg)](cfg.path)
+@dataclass(frozen=True)
+class SourceFile:
+    uri: str
+    """Absolute local path or full cloud URI; enough to open the file in any Ray worker."""
+    format: str
 
 
-def source_format(cfg: DataConfig) -> str:
-    if cfg.format:
-        return cfg.format
-    if "://" in cfg.path:
-        fmt = _SUFFIXES.get(Path(cfg.path).suffix.lower())
-        if fmt is None:
-            raise ValueError(f"data.format: cannot tell the format of {cfg.path}; set data.format to parquet or csv")
-        return fmt
-    path = Path(cfg.path)
-    if not path.exists():
+def list_files(cfg: DataConfig) -> list[SourceFile]:
+    """Every data file under `cfg.path` (a file, folder or glob), sorted; fails naming the path when
+    there is nothing to read."""
+    path = cfg.path
+    base, pattern = _split_glob(path)
+    if "://" not in base and not Path(base).exists():
         raise FileNotFoundError(f"data.path: no such file or folder: {path}")
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    formats = {_SUFFIXES[p.suffix.lower()] for p in files if p.suffix.lower() in _SUFFIXES}
-    if len(formats) != 1:
-        found = sorted(formats) or "no .parquet or .csv files"
-        raise ValueError(f"data.format: cannot tell the format of {path} (found {found}); set data.format")
-    return formats.pop()
+    fs, root = pa_fs.FileSystem.from_uri(base if "://" in base else str(Path(base).resolve()))
+    info = fs.get_file_info(root)
+    if info.type == pa_fs.FileType.NotFound:
+        raise FileNotFoundError(f"data.path: no such file or folder: {path}")
+    if info.type == pa_fs.FileType.File:
+        entries = [info]
+    else:
+        entries = [e for e in fs.get_file_info(pa_fs.FileSelector(root, recursive=True)) if e.is_file]
+    prefix = base[: len(base) - len(root)] if "://" in base else ""
+    files = []
+    for entry in sorted(entries, key=lambda e: e.path):
+        if pattern and not fnmatch.fnmatch(entry.path, f"{root.rstrip('/')}/{pattern}"):
+            continue
+        if entry.base_name.startswith(("_", ".")):
+            continue  # _SUCCESS markers, .crc files and the like
+        fmt = cfg.format or SUFFIXES.get(Path(entry.path).suffix.lower())
+        if fmt:
+            files.append(SourceFile(f"{prefix}{entry.path}", fmt))
+    if not files:
+        raise FileNotFoundError(
+            f"data.path: no .parquet, .csv or .jsonl files in {path}; set data.format if they have other suffixes"
+        )
+    return files
+
+
+def read_file(source: SourceFile) -> pa.Table:
+    """The whole file as an Arrow table; raises on a corrupt or unreadable file."""
+    fs, path = pa_fs.FileSystem.from_uri(source.uri)
+    if source.format == "parquet":
+        return pq.read_table(path, filesystem=fs)
+    with fs.open_input_stream(path) as stream:
+        if source.format == "csv":
+            return pa_csv.read_csv(stream)
+        return pa_json.read_json(stream)
+
+
+def _split_glob(path: str) -> tuple[str, str | None]:
+    """`data/*.csv` -> ("data", "*.csv"); a path without glob characters -> (path, None)."""
+    cut = min((path.index(c) for c in _GLOB_CHARS if c in path), default=-1)
+    if cut < 0:
+        return path, None
+    base = path[: path.rfind("/", 0, cut)] if "/" in path[:cut] else "."
+    return base, path[len(base) + 1 :]

@@ -8,7 +8,7 @@ replicas on other nodes cannot read the head node's local files.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -16,9 +16,10 @@ import mlflow
 from mlflow.entities import Run
 
 from raymlp.config.schema import RegistryConfig
+from raymlp.data.validate import ValidationReport
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TrackingTarget:
     tracking_uri: str
     experiment_id: str
@@ -60,6 +61,12 @@ def log_history(history: list[dict[str, float]]) -> None:
     """Per-epoch metrics of the chosen model, stepped by epoch."""
     for row in history:
         mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
+def log_validation(report: ValidationReport) -> None:
+    """Row counts by outcome as metrics; the full report (schema, reasons, unreadable files) as JSON."""
+    mlflow.log_metrics(report.as_metrics())
+    mlflow.log_dict(dataclasses.asdict(report), "data/validation.json")
 
 
 def log_trial(trial_id: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:

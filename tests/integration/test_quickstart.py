@@ -33,6 +33,8 @@ def test_pipeline_registers_tracks_compresses_and_serves(quickstart):
     client = mlflow.MlflowClient(result.tracking_uri)
     run = client.get_run(result.mlflow_run_id)
     assert run.data.params["train.epochs"] == "2"
+    assert result.validation.rows_read == result.validation.rows_valid == 1500
+    assert run.data.metrics["data.rows_read"] == 1500 and run.data.metrics["data.rows_invalid"] == 0
     assert client.get_metric_history(result.mlflow_run_id, "valid_accuracy")
     trials = client.search_runs(
         [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.mlflow_run_id}'"

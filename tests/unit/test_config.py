@@ -45,7 +45,7 @@ def test_unknown_section_is_rejected():
 
 def test_bad_values_name_field_and_what_is_allowed():
     errors = errors_of({**MINIMAL, "data": {"path": "d", "label": "y", "format": "xls"}, "train": {"epochs": 0}})
-    assert any(e.startswith("data.format:") and "'parquet' or 'csv'" in e for e in errors)
+    assert any(e.startswith("data.format:") and "'parquet', 'csv' or 'jsonl'" in e for e in errors)
     assert any(e.startswith("train.epochs:") and "greater than 0" in e and "Passes over" in e for e in errors)
 
 
