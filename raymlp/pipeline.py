@@ -25,7 +25,7 @@ from raymlp.lifecycle.tracking import (
     log_config,
     log_history,
     log_trial,
-    log_validation,
+    log_data,
     pipeline_run,
 )
 from raymlp.runtime import cluster_cpus, init_ray
@@ -91,7 +91,7 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
         data = None
         if "data" in stages:
             data = prepare_data(cfg.data, cfg.features, cfg.seed, run_dir / "quarantine")
-            log_validation(data.validation)
+            log_data(data.validation, data.profile)
             result.validation = data.validation
         candidates = []
         if "train" in stages:
@@ -106,7 +106,12 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
             with best.checkpoint.as_directory() as bundle_dir:
                 log_history(json.loads((Path(bundle_dir) / "metrics.json").read_text())["history"])
                 if "register" in stages:
-                    tags = {**best.metrics, "tuned_params": json.dumps(best.params), "run_dir": str(run_dir)}
+                    tags = {
+                        **best.metrics,
+                        "tuned_params": json.dumps(best.params),
+                        "run_dir": str(run_dir),
+                        "data.fingerprint": data.validation.fingerprint,
+                    }
                     version = register_bundle(client, target.model_name, run.info.run_id, Path(bundle_dir), tags)
                     result.model_version = str(version.version)
                 if "compress" in stages:

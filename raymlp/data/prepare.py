@@ -12,6 +12,7 @@ import ray.data
 
 from raymlp.config.schema import DataConfig, FeaturesConfig
 from raymlp.data.features import FeaturePipeline, fit_feature_pipeline, label_classes, select_columns
+from raymlp.data.profile import profile, profile_summary
 from raymlp.data.validate import ValidationReport, read_validated
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ class PreparedData:
     valid: ray.data.Dataset
     features: FeaturePipeline
     validation: ValidationReport
+    profile: dict[str, dict[str, Any]]
+    """Per-column statistics of the valid rows (see data.profile)."""
     num_rows: dict[str, int]
     sample_rows: list[dict[str, Any]]
     """A few raw validation rows without the label, for smoke-testing the served model."""
@@ -34,6 +37,8 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
     ds, validation = read_validated(data, quarantine_dir)
     if data.label not in validation.schema:
         raise ValueError(f"data.label: column {data.label!r} is not in the data; it has {sorted(validation.schema)}")
+    data_profile = profile(ds)
+    log.info("data profile:\n%s", profile_summary(data_profile))
     numeric, categorical = select_columns(ds.schema().base_schema, data.label, features)
     ds = ds.select_columns(numeric + categorical + [data.label])
     train_raw, valid_raw = ds.train_test_split(test_size=data.valid_fraction, shuffle=True, seed=seed)
@@ -47,4 +52,4 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
     num_rows = {"train": train.count(), "valid": valid.count()}
     log.info("data: %d train rows, %d valid rows, %d features", num_rows["train"], num_rows["valid"], pipeline.output_dim)
     sample_rows = [{k: v for k, v in row.items() if k != data.label} for row in valid_raw.take(3)]
-    return PreparedData(train, valid, pipeline, validation, num_rows, sample_rows)
+    return PreparedData(train, valid, pipeline, validation, data_profile, num_rows, sample_rows)

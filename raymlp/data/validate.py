@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import ray.data
 
 from raymlp.config.schema import ColumnSpec, DataConfig
+from raymlp.data.profile import fingerprint
 from raymlp.data.sources import SourceFile, list_files, read_file
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class ValidationReport:
     unreadable_files: dict[str, str] = field(default_factory=dict)
     """File -> error, for files quarantined whole (their rows cannot be counted)."""
     schema: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""
+    """SHA-256 of the schema and every source file's content: the data's identity for lineage."""
     quarantine_path: str | None = None
 
     @property
@@ -55,7 +58,10 @@ class ValidationReport:
         return metrics | {f"data.invalid.{reason.replace(':', '.')}": n for reason, n in self.quarantined.items()}
 
     def summary(self) -> str:
-        lines = [f"{self.rows_read} rows read from {self.files} files: {self.rows_valid} valid, {self.rows_invalid} invalid"]
+        lines = [
+            f"{self.rows_read} rows read from {self.files} files: {self.rows_valid} valid, {self.rows_invalid} invalid"
+            f" (fingerprint {self.fingerprint[:12]})"
+        ]
         lines += [f"  {n} {reason}" for reason, n in sorted(self.quarantined.items())]
         lines += [f"  unreadable, quarantined whole: {f} ({e})" for f, e in self.unreadable_files.items()]
         if self.quarantine_path:
@@ -73,6 +79,7 @@ def read_validated(cfg: DataConfig, quarantine_dir: Path) -> tuple[ray.data.Data
         .materialize()
     )
     report = _count(tagged, len(files), schema)
+    report.fingerprint = fingerprint(files, schema)
     bad = tagged.map_batches(_keep, fn_args=(False,), batch_format="pyarrow")
     if report.rows_invalid or report.unreadable_files:
         if cfg.invalid_rows == "fail":

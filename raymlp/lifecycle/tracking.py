@@ -63,10 +63,13 @@ def log_history(history: list[dict[str, float]]) -> None:
         mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
 
-def log_validation(report: ValidationReport) -> None:
-    """Row counts by outcome as metrics; the full report (schema, reasons, unreadable files) as JSON."""
+def log_data(report: ValidationReport, profile: Mapping[str, Any]) -> None:
+    """Row counts by outcome as metrics, the fingerprint as a tag for lineage, and the validation
+    report (schema, reasons, unreadable files) and data profile as JSON artifacts."""
     mlflow.log_metrics(report.as_metrics())
+    mlflow.set_tag("data.fingerprint", report.fingerprint)
     mlflow.log_dict(dataclasses.asdict(report), "data/validation.json")
+    mlflow.log_dict(dict(profile), "data/profile.json")
 
 
 def log_trial(trial_id: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:

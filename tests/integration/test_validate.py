@@ -112,3 +112,26 @@ def test_empty_inputs_fail_clearly(ray_session, tmp_path):
     pq.write_table(pa.table({"a": pa.array([], pa.float64()), "y": pa.array([], pa.int64())}), tmp_path / "p.parquet")
     with pytest.raises(ValueError, match="no valid rows"):
         read_validated(data_cfg(tmp_path), tmp_path / "q")
+
+
+def test_fingerprint_follows_content_and_schema(ray_session, tmp_path):
+    shard(tmp_path / "p0.parquet", 10)
+    shard(tmp_path / "p1.parquet", 10, start=10)
+    first = read_validated(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
+    assert read_validated(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint == first
+    shard(tmp_path / "p1.parquet", 10, start=11)
+    changed = read_validated(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
+    retyped = read_validated(data_cfg(tmp_path, columns={"y": {"type": "float"}}), tmp_path / "q")[1].fingerprint
+    assert len({first, changed, retyped}) == 3
+
+
+def test_profile_matches_pandas(ray_session, tmp_path):
+    from raymlp.data.profile import profile
+
+    pq.write_table(pa.table({"a": [1.0, None, 3.0, 8.0], "c": ["x", "y", "x", None]}), tmp_path / "p.parquet")
+    frame = pq.read_table(tmp_path / "p.parquet").to_pandas()
+    prof = profile(ray.data.read_parquet(str(tmp_path)))
+    assert prof["a"]["missing_fraction"] == pytest.approx(0.25)
+    assert prof["a"]["mean"] == pytest.approx(frame["a"].mean()) and prof["a"]["max"] == 8.0
+    assert prof["a"]["std"] == pytest.approx(frame["a"].std(ddof=0))
+    assert prof["c"]["top"] == {"x": 2, "y": 1} and prof["c"]["missing_fraction"] == pytest.approx(0.25)
