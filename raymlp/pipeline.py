@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import mlflow
 import ray.train
@@ -23,9 +23,9 @@ from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG, INT8_ARTIFACT, register
 from raymlp.lifecycle.tracking import (
     configure_tracking,
     log_config,
+    log_data,
     log_history,
     log_trial,
-    log_data,
     pipeline_run,
 )
 from raymlp.runtime import cluster_cpus, init_ray
@@ -34,7 +34,6 @@ from raymlp.serve.client import predict
 from raymlp.train.trainer import TrainOutcome, fit
 from raymlp.tune import run_search
 
-log = logging.getLogger(__name__)
 
 STAGES = ("data", "train", "tune", "register", "compress", "serve")
 

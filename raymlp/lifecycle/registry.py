@@ -6,8 +6,9 @@ SHA-256 manifest) rather than `mlflow.pytorch` models, so loading never unpickle
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion

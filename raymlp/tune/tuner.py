@@ -8,8 +8,9 @@ that builds and fits its own `TorchTrainer`, whose per-epoch reports reach Tune 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any
 
 import ray.train
 from ray import tune
