@@ -73,11 +73,26 @@ class DataConfig(Section):
 
 class FeaturesConfig(Section):
     numeric: list[str] | None = None
-    """Numeric input columns, standard-scaled. Unset: every numeric column but the label."""
+    """Numeric input columns: imputed, optionally capped, then standard-scaled. Unset: every numeric
+    column but the label."""
     categorical: list[str] | None = None
     """Categorical input columns, one-hot encoded. Unset: every string column but the label."""
     max_categories: PositiveInt = 32
     """Most frequent categories kept per column; rarer and unseen values encode as all zeros."""
+    impute: Literal["mean", "median", "constant"] = "mean"
+    """How a missing numeric value is filled, from train-split statistics (or `fill_value`)."""
+    fill_value: float = 0.0
+    """The fill for `impute: constant`."""
+    missing_indicators: bool = False
+    """Add a 0/1 column per numeric input marking where a value was missing."""
+    cap: Literal["none", "iqr", "quantile", "zscore"] = "none"
+    """Outlier capping of numeric inputs before scaling: Tukey fences, quantiles, or mean ± z·std."""
+    cap_iqr_k: Annotated[float, Field(gt=0)] = 1.5
+    """Fence width in IQRs for `cap: iqr`."""
+    cap_quantiles: tuple[Fraction, Fraction] = (0.01, 0.99)
+    """Lower and upper quantile for `cap: quantile`."""
+    cap_z: Annotated[float, Field(gt=0)] = 3.0
+    """Standard deviations from the mean for `cap: zscore`."""
 
 
 class ModelConfig(Section):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data.aggregate import Mean, Std, Unique, ValueCounter
+from ray.data.aggregate import Mean, Quantile, Std, Unique, ValueCounter
 
 from raymlp.config.schema import FeaturesConfig
 
@@ -24,9 +24,24 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class NumericFeature:
+    """Impute, cap, scale: `(clip(fill_missing(v), lower, upper) - mean) / std`."""
+
     name: str
     mean: float
     std: float
+    fill: float
+    lower: float | None = None
+    upper: float | None = None
+    indicator: bool = False
+    """Also emit a 0/1 column marking missing values."""
+
+    def clean(self, values: Any) -> np.ndarray:
+        """Imputed and capped values, before scaling."""
+        raw = np.asarray(values, dtype=np.float64)
+        filled = np.where(np.isnan(raw), self.fill, raw)
+        if self.lower is None and self.upper is None:
+            return filled
+        return np.clip(filled, self.lower, self.upper)
 
 
 @dataclass(frozen=True)
@@ -37,10 +52,8 @@ class CategoricalFeature:
 
 @dataclass(frozen=True)
 class FeaturePipeline:
-    """Standard scaling for numeric columns, one-hot for categorical ones, and the label vocabulary.
-
-    Missing numeric values become the training mean (0 after scaling); missing, rare and unseen
-    categories encode as all zeros.
+    """Imputation, capping and standard scaling for numeric columns, one-hot for categorical ones,
+    and the label vocabulary. Missing, rare and unseen categories encode as all zeros.
     """
 
     label: str
@@ -54,14 +67,16 @@ class FeaturePipeline:
 
     @property
     def output_dim(self) -> int:
-        return len(self.numeric) + sum(len(f.categories) for f in self.categorical)
+        numeric = sum(2 if f.indicator else 1 for f in self.numeric)
+        return numeric + sum(len(f.categories) for f in self.categorical)
 
     def transform(self, columns: Mapping[str, Any]) -> np.ndarray:
         """Raw columns (name -> array-like of equal length) to a float32 matrix (rows, output_dim)."""
         parts = []
         for f in self.numeric:
-            values = np.asarray(columns[f.name], dtype=np.float64)
-            parts.append(np.nan_to_num((values - f.mean) / f.std, nan=0.0)[:, None])
+            parts.append(((f.clean(columns[f.name]) - f.mean) / f.std)[:, None])
+            if f.indicator:
+                parts.append(np.isnan(np.asarray(columns[f.name], dtype=np.float64))[:, None])
         for f in self.categorical:
             values = np.asarray(columns[f.name], dtype=object).astype(str)
             parts.append(values[:, None] == np.asarray(f.categories, dtype=str)[None, :])
@@ -120,25 +135,70 @@ def select_columns(schema: pa.Schema, label: str, cfg: FeaturesConfig) -> tuple[
 
 
 def fit_feature_pipeline(
-    train: ray.data.Dataset, labels: list[Any], label: str, numeric: list[str], categorical: list[str], max_categories: int
+    train: ray.data.Dataset,
+    labels: list[Any],
+    label: str,
+    numeric: list[str],
+    categorical: list[str],
+    cfg: FeaturesConfig,
 ) -> FeaturePipeline:
-    """Fit scaling and category vocabularies on `train` in one distributed aggregation pass."""
-    aggs = [Mean(c, alias_name=f"mean:{c}") for c in numeric]
-    aggs += [Std(c, ddof=0, alias_name=f"std:{c}") for c in numeric]
-    aggs += [ValueCounter(c, alias_name=f"counts:{c}") for c in categorical]
-    stats = train.aggregate(*aggs) if aggs else {}
-    numeric_features = [
-        NumericFeature(c, float(stats[f"mean:{c}"] or 0.0), float(stats[f"std:{c}"] or 0.0) or 1.0) for c in numeric
-    ]
+    """Fit every statistic on `train` with Ray Data aggregations, never collecting rows on the driver.
+
+    Two passes, as an imputer, a capper and a scaler fitted in sequence would: the first gives the
+    fill values, fences and category counts on raw data; the second the scaling statistics of the
+    imputed, capped values.
+    """
+    raw = train.aggregate(*_raw_aggregations(numeric, categorical, cfg)) if numeric or categorical else {}
+    cleaners = [_cleaner(c, raw, cfg) for c in numeric]
+    numeric_features = []
+    if cleaners:
+
+        def clean(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {f.name: f.clean(batch[f.name]) for f in cleaners}
+
+        aggs = [Mean(f.name, alias_name=f"mean:{f.name}") for f in cleaners]
+        aggs += [Std(f.name, ddof=0, alias_name=f"std:{f.name}") for f in cleaners]
+        scale = train.select_columns(numeric).map_batches(clean, batch_format="numpy").aggregate(*aggs)
+        numeric_features = [
+            replace(f, mean=float(scale[f"mean:{f.name}"] or 0.0), std=float(scale[f"std:{f.name}"] or 0.0) or 1.0)
+            for f in cleaners
+        ]
     categorical_features = []
     for c in categorical:
-        counts = stats[f"counts:{c}"]
+        counts = raw[f"counts:{c}"]
         ranked = sorted(
             ((n, str(v)) for v, n in zip(counts["values"], counts["counts"]) if v is not None),
             key=lambda item: (-item[0], item[1]),
         )
-        categorical_features.append(CategoricalFeature(c, sorted(v for _, v in ranked[:max_categories])))
+        categorical_features.append(CategoricalFeature(c, sorted(v for _, v in ranked[: cfg.max_categories])))
     return FeaturePipeline(label=label, classes=labels, numeric=numeric_features, categorical=categorical_features)
+
+
+def _raw_aggregations(numeric: list[str], categorical: list[str], cfg: FeaturesConfig) -> list[Any]:
+    quantiles = {"iqr": [0.25, 0.75], "quantile": list(cfg.cap_quantiles)}.get(cfg.cap, [])
+    if cfg.impute == "median":
+        quantiles.append(0.5)
+    aggs: list[Any] = []
+    for c in numeric:
+        aggs += [Mean(c, alias_name=f"mean:{c}"), Std(c, ddof=0, alias_name=f"std:{c}")]
+        aggs += [Quantile(c, q=q, alias_name=f"q{q}:{c}") for q in quantiles]
+    return aggs + [ValueCounter(c, alias_name=f"counts:{c}") for c in categorical]
+
+
+def _cleaner(c: str, raw: dict[str, Any], cfg: FeaturesConfig) -> NumericFeature:
+    """Fill and fences for column `c` from the raw statistics (an all-null column fills with 0)."""
+    mean, std = float(raw[f"mean:{c}"] or 0.0), float(raw[f"std:{c}"] or 0.0)
+    fill = {"mean": mean, "median": float(raw.get(f"q0.5:{c}") or 0.0), "constant": cfg.fill_value}[cfg.impute]
+    lower = upper = None
+    if cfg.cap == "iqr":
+        q1, q3 = float(raw[f"q0.25:{c}"] or 0.0), float(raw[f"q0.75:{c}"] or 0.0)
+        lower, upper = q1 - cfg.cap_iqr_k * (q3 - q1), q3 + cfg.cap_iqr_k * (q3 - q1)
+    elif cfg.cap == "quantile":
+        lo, hi = cfg.cap_quantiles
+        lower, upper = float(raw[f"q{lo}:{c}"] or 0.0), float(raw[f"q{hi}:{c}"] or 0.0)
+    elif cfg.cap == "zscore":
+        lower, upper = mean - cfg.cap_z * std, mean + cfg.cap_z * std
+    return NumericFeature(c, mean=0.0, std=1.0, fill=fill, lower=lower, upper=upper, indicator=cfg.missing_indicators)
 
 
 def label_classes(ds: ray.data.Dataset, label: str) -> list[Any]:

@@ -42,9 +42,7 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
     numeric, categorical = select_columns(ds.schema().base_schema, data.label, features)
     ds = ds.select_columns(numeric + categorical + [data.label])
     train_raw, valid_raw = ds.train_test_split(test_size=data.valid_fraction, shuffle=True, seed=seed)
-    pipeline = fit_feature_pipeline(
-        train_raw, label_classes(ds, data.label), data.label, numeric, categorical, features.max_categories
-    )
+    pipeline = fit_feature_pipeline(train_raw, label_classes(ds, data.label), data.label, numeric, categorical, features)
     # Materialize: the splits are re-read every epoch and by every trial, and a streaming read
     # competing with training workers for the same CPUs can stall them (see RAY_NOTES).
     train = train_raw.map_batches(pipeline.transform_xy, batch_format="numpy").materialize()

@@ -17,7 +17,9 @@ def test_fit_matches_numpy_and_batch_equals_per_request_transform(ray_session, q
     numeric, categorical = select_columns(ds.schema().base_schema, "churned", FeaturesConfig())
     assert numeric == ["tenure_months", "monthly_charges", "support_calls", "age"]
     assert categorical == ["plan", "region"]
-    pipeline = fit_feature_pipeline(ds, label_classes(ds, "churned"), "churned", numeric, categorical, 2)
+    pipeline = fit_feature_pipeline(
+        ds, label_classes(ds, "churned"), "churned", numeric, categorical, FeaturesConfig(max_categories=2)
+    )
 
     table = pq.read_table(quickstart_data).to_pandas()
     for f in pipeline.numeric:
@@ -31,3 +33,38 @@ def test_fit_matches_numpy_and_batch_equals_per_request_transform(ray_session, q
     rows = table.to_dict("records")
     one_by_one = np.vstack([pipeline.transform({k: [row[k]] for k in pipeline.input_columns}) for row in rows])
     np.testing.assert_array_equal(np.sort(batched, axis=0), np.sort(one_by_one, axis=0))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        FeaturesConfig(impute="mean"),
+        FeaturesConfig(impute="median", cap="iqr", missing_indicators=True),
+        FeaturesConfig(impute="constant", fill_value=-1.0, cap="quantile", cap_quantiles=(0.05, 0.95)),
+        FeaturesConfig(cap="zscore", cap_z=2.0),
+    ],
+    ids=["mean", "median-iqr", "constant-quantile", "zscore"],
+)
+def test_impute_cap_scale_match_a_numpy_reference(ray_session, cfg):
+    rng = np.random.default_rng(0)
+    values = rng.normal(50, 10, 2000)
+    values[rng.choice(2000, 20, replace=False)] = 1000.0  # outliers
+    values[rng.choice(2000, 100, replace=False)] = np.nan  # missing
+    ds = ray.data.from_items([{"v": None if np.isnan(v) else float(v), "y": i % 2} for i, v in enumerate(values)])
+    [feature] = fit_feature_pipeline(ds, [0, 1], "y", ["v"], [], cfg).numeric
+
+    present = values[~np.isnan(values)]
+    fill = {"mean": present.mean(), "median": np.median(present), "constant": cfg.fill_value}[cfg.impute]
+    filled = np.where(np.isnan(values), fill, values)
+    if cfg.cap == "iqr":
+        q1, q3 = np.quantile(present, [0.25, 0.75])
+        filled = np.clip(filled, q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1))
+    elif cfg.cap == "quantile":
+        filled = np.clip(filled, *np.quantile(present, cfg.cap_quantiles))
+    elif cfg.cap == "zscore":
+        filled = np.clip(filled, present.mean() - 2 * present.std(), present.mean() + 2 * present.std())
+    assert feature.fill == pytest.approx(fill, rel=1e-3)
+    np.testing.assert_allclose(feature.clean(values), filled, rtol=2e-3)
+    assert feature.mean == pytest.approx(filled.mean(), rel=1e-3)
+    assert feature.std == pytest.approx(filled.std(), rel=1e-2)
+    assert feature.indicator == cfg.missing_indicators

@@ -6,7 +6,7 @@ from raymlp.data.features import CategoricalFeature, FeaturePipeline, NumericFea
 PIPELINE = FeaturePipeline(
     label="y",
     classes=["no", "yes"],
-    numeric=[NumericFeature("a", mean=10.0, std=2.0)],
+    numeric=[NumericFeature("a", mean=10.0, std=2.0, fill=10.0)],
     categorical=[CategoricalFeature("c", categories=["x", "y"])],
 )
 
@@ -33,3 +33,11 @@ def test_json_round_trip_is_exact_and_versioned():
     assert FeaturePipeline.from_json(text) == PIPELINE
     with pytest.raises(ValueError, match="format 99 is not supported"):
         FeaturePipeline.from_json(text.replace('"format_version": 1', '"format_version": 99'))
+
+
+def test_numeric_cleaning_imputes_caps_and_marks_missing():
+    f = NumericFeature("a", mean=0.0, std=2.0, fill=5.0, lower=0.0, upper=10.0, indicator=True)
+    pipeline = FeaturePipeline(label="y", classes=[0, 1], numeric=[f])
+    np.testing.assert_array_equal(f.clean([None, -3.0, 4.0, 99.0]), [5.0, 0.0, 4.0, 10.0])
+    assert pipeline.output_dim == 2
+    np.testing.assert_array_equal(pipeline.transform({"a": [None, 99.0]}), [[2.5, 1.0], [5.0, 0.0]])
