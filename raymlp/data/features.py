@@ -107,16 +107,22 @@ class FeaturePipeline:
         )
 
 
+def is_numeric(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_floating(type_)
+
+
 def select_columns(schema: pa.Schema, label: str, cfg: FeaturesConfig) -> tuple[list[str], list[str]]:
     """Numeric and categorical inputs: as configured, else inferred from the Arrow schema."""
     names = set(schema.names)
-    missing = [c for c in (cfg.numeric or []) + (cfg.categorical or []) + [label] if c not in names]
+    if label not in names:
+        raise ValueError(f"data.label: column {label!r} is not in the data; it has {sorted(names)}")
+    missing = [c for c in (cfg.numeric or []) + (cfg.categorical or []) if c not in names]
     if missing:
         raise ValueError(f"features: columns {missing} are not in the data; it has {sorted(names)}")
     inputs = [f for f in schema if f.name != label]
     numeric, categorical, unsupported = [], [], []
     for f in inputs:
-        if pa.types.is_integer(f.type) or pa.types.is_floating(f.type):
+        if is_numeric(f.type):
             numeric.append(f.name)
         elif pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_boolean(f.type):
             categorical.append(f.name)

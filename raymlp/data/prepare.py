@@ -35,8 +35,6 @@ class PreparedData:
 
 def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_dir: Path) -> PreparedData:
     ds, validation = read_validated(data, quarantine_dir)
-    if data.label not in validation.schema:
-        raise ValueError(f"data.label: column {data.label!r} is not in the data; it has {sorted(validation.schema)}")
     data_profile = profile(ds)
     log.info("data profile:\n%s", profile_summary(data_profile))
     numeric, categorical = select_columns(ds.schema().base_schema, data.label, features)

@@ -16,6 +16,7 @@ import pyarrow.fs as pa_fs
 import ray.data
 from ray.data.aggregate import Max, Mean, Min, MissingValuePercentage, Std, ValueCounter
 
+from raymlp.data.features import is_numeric
 from raymlp.data.sources import SourceFile
 
 TOP_CATEGORIES = 5
@@ -38,7 +39,7 @@ def fingerprint(files: list[SourceFile], schema: pa.Schema) -> str:
 def profile(ds: ray.data.Dataset) -> dict[str, dict[str, Any]]:
     """Per column: missing fraction, and min/max/mean/std for numbers or top categories otherwise."""
     schema = ds.schema().base_schema
-    numeric = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+    numeric = [f.name for f in schema if is_numeric(f.type)]
     other = [f.name for f in schema if f.name not in numeric]
     aggs = [MissingValuePercentage(c, alias_name=f"missing:{c}") for c in schema.names]
     for c in numeric:
