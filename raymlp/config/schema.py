@@ -73,12 +73,13 @@ class DataConfig(Section):
 
 class FeaturesConfig(Section):
     numeric: list[str] | None = None
-    """Numeric input columns: imputed, optionally capped, then standard-scaled. Unset: every numeric
-    column but the label."""
+    """Numeric input columns: imputed, optionally capped and log-transformed, then scaled. Unset:
+    every numeric column but the label."""
     categorical: list[str] | None = None
     """Categorical input columns, one-hot encoded. Unset: every string column but the label."""
     max_categories: PositiveInt = 32
-    """Most frequent categories kept per column; rarer and unseen values encode as all zeros."""
+    """Most frequent categories kept per column; rarer and unseen values encode as all zeros (or
+    as "other", see `other_bucket`)."""
     impute: Literal["mean", "median", "constant"] = "mean"
     """How a missing numeric value is filled, from train-split statistics (or `fill_value`)."""
     fill_value: float = 0.0
@@ -93,6 +94,12 @@ class FeaturesConfig(Section):
     """Lower and upper quantile for `cap: quantile`."""
     cap_z: Annotated[float, Field(gt=0)] = 3.0
     """Standard deviations from the mean for `cap: zscore`."""
+    log1p: list[str] = Field(default_factory=list)
+    """Numeric inputs to log1p after capping (for long-tailed, non-negative values)."""
+    scaler: Literal["standard", "minmax", "robust"] = "standard"
+    """Numeric scaling: (v - mean) / std, (v - min) / range, or (v - median) / IQR."""
+    other_bucket: bool = False
+    """Give each one-hot column an extra "other" column for rare and unseen values."""
 
 
 class ModelConfig(Section):

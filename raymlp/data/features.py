@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data.aggregate import Mean, Quantile, Std, Unique, ValueCounter
+from ray.data.aggregate import Max, Mean, Min, Quantile, Std, Unique, ValueCounter
 
 from raymlp.config.schema import FeaturesConfig
 
@@ -24,36 +24,56 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class NumericFeature:
-    """Impute, cap, scale: `(clip(fill_missing(v), lower, upper) - mean) / std`."""
+    """Impute, cap, optionally log1p, then scale: `(clean(v) - center) / scale`.
+
+    `center`/`scale` are mean/std, min/range or median/IQR, by `features.scaler`.
+    """
 
     name: str
-    mean: float
-    std: float
     fill: float
     lower: float | None = None
     upper: float | None = None
+    log1p: bool = False
+    """log1p after capping; values below 0 are clipped to 0 first."""
     indicator: bool = False
     """Also emit a 0/1 column marking missing values."""
+    center: float = 0.0
+    scale: float = 1.0
 
     def clean(self, values: Any) -> np.ndarray:
-        """Imputed and capped values, before scaling."""
+        """Imputed, capped and log-transformed values, before scaling."""
         raw = np.asarray(values, dtype=np.float64)
-        filled = np.where(np.isnan(raw), self.fill, raw)
-        if self.lower is None and self.upper is None:
-            return filled
-        return np.clip(filled, self.lower, self.upper)
+        out = np.where(np.isnan(raw), self.fill, raw)
+        if self.lower is not None or self.upper is not None:
+            out = np.clip(out, self.lower, self.upper)
+        return np.log1p(np.maximum(out, 0.0)) if self.log1p else out
 
 
 @dataclass(frozen=True)
 class CategoricalFeature:
     name: str
     categories: list[str]
+    other: bool = False
+    """Also emit an "other" column for present values outside `categories` (rare or unseen)."""
+
+    @property
+    def width(self) -> int:
+        return len(self.categories) + self.other
+
+    def encode(self, values: Any) -> np.ndarray:
+        text = np.asarray(values, dtype=object)
+        hits = text.astype(str)[:, None] == np.asarray(self.categories, dtype=str)[None, :]
+        if not self.other:
+            return hits
+        present = np.fromiter((v is not None for v in text), dtype=bool, count=len(text))
+        return np.hstack([hits, (present & ~hits.any(axis=1))[:, None]])
 
 
 @dataclass(frozen=True)
 class FeaturePipeline:
-    """Imputation, capping and standard scaling for numeric columns, one-hot for categorical ones,
-    and the label vocabulary. Missing, rare and unseen categories encode as all zeros.
+    """Imputation, capping, log and scaling for numeric columns, one-hot for categorical ones, and
+    the label vocabulary. Missing categories encode as all zeros; rare and unseen ones as all zeros
+    or, with `other`, in the "other" column.
     """
 
     label: str
@@ -68,18 +88,16 @@ class FeaturePipeline:
     @property
     def output_dim(self) -> int:
         numeric = sum(2 if f.indicator else 1 for f in self.numeric)
-        return numeric + sum(len(f.categories) for f in self.categorical)
+        return numeric + sum(f.width for f in self.categorical)
 
     def transform(self, columns: Mapping[str, Any]) -> np.ndarray:
         """Raw columns (name -> array-like of equal length) to a float32 matrix (rows, output_dim)."""
         parts = []
         for f in self.numeric:
-            parts.append(((f.clean(columns[f.name]) - f.mean) / f.std)[:, None])
+            parts.append(((f.clean(columns[f.name]) - f.center) / f.scale)[:, None])
             if f.indicator:
                 parts.append(np.isnan(np.asarray(columns[f.name], dtype=np.float64))[:, None])
-        for f in self.categorical:
-            values = np.asarray(columns[f.name], dtype=object).astype(str)
-            parts.append(values[:, None] == np.asarray(f.categories, dtype=str)[None, :])
+        parts += [f.encode(columns[f.name]) for f in self.categorical]
         return np.hstack(parts).astype(np.float32)
 
     def encode_labels(self, values: Any) -> np.ndarray:
@@ -152,9 +170,12 @@ def fit_feature_pipeline(
 
     Two passes, as an imputer, a capper and a scaler fitted in sequence would: the first gives the
     fill values, fences and category counts on raw data; the second the scaling statistics of the
-    imputed, capped values.
+    imputed, capped (and log-transformed) values.
     """
     raw = train.aggregate(*_raw_aggregations(numeric, categorical, cfg)) if numeric or categorical else {}
+    unknown = sorted(set(cfg.log1p) - set(numeric))
+    if unknown:
+        raise ValueError(f"features.log1p: {unknown} are not numeric inputs; choose from {numeric}")
     cleaners = [_cleaner(c, raw, cfg) for c in numeric]
     numeric_features = []
     if cleaners:
@@ -162,13 +183,9 @@ def fit_feature_pipeline(
         def clean(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return {f.name: f.clean(batch[f.name]) for f in cleaners}
 
-        aggs = [Mean(f.name, alias_name=f"mean:{f.name}") for f in cleaners]
-        aggs += [Std(f.name, ddof=0, alias_name=f"std:{f.name}") for f in cleaners]
-        scale = train.select_columns(numeric).map_batches(clean, batch_format="numpy").aggregate(*aggs)
-        numeric_features = [
-            replace(f, mean=float(scale[f"mean:{f.name}"] or 0.0), std=float(scale[f"std:{f.name}"] or 0.0) or 1.0)
-            for f in cleaners
-        ]
+        aggs = [a for f in cleaners for a in _scaler_aggregations(f.name, cfg.scaler)]
+        stats = train.select_columns(numeric).map_batches(clean, batch_format="numpy").aggregate(*aggs)
+        numeric_features = [replace(f, **_center_scale(f.name, stats, cfg.scaler)) for f in cleaners]
     categorical_features = []
     for c in categorical:
         counts = raw[f"counts:{c}"]
@@ -176,8 +193,30 @@ def fit_feature_pipeline(
             ((n, str(v)) for v, n in zip(counts["values"], counts["counts"]) if v is not None),
             key=lambda item: (-item[0], item[1]),
         )
-        categorical_features.append(CategoricalFeature(c, sorted(v for _, v in ranked[: cfg.max_categories])))
+        top = sorted(v for _, v in ranked[: cfg.max_categories])
+        categorical_features.append(CategoricalFeature(c, top, other=cfg.other_bucket))
     return FeaturePipeline(label=label, classes=labels, numeric=numeric_features, categorical=categorical_features)
+
+
+def _scaler_aggregations(c: str, scaler: str) -> list[Any]:
+    if scaler == "standard":
+        return [Mean(c, alias_name=f"center:{c}"), Std(c, ddof=0, alias_name=f"scale:{c}")]
+    if scaler == "minmax":
+        return [Min(c, alias_name=f"center:{c}"), Max(c, alias_name=f"max:{c}")]
+    return [Quantile(c, q=q, alias_name=f"q{q}:{c}") for q in (0.25, 0.5, 0.75)]
+
+
+def _center_scale(c: str, stats: dict[str, Any], scaler: str) -> dict[str, float]:
+    """A constant (or all-null) column gets scale 1, so it encodes as zeros rather than NaN."""
+    if scaler == "standard":
+        center, scale = stats[f"center:{c}"], stats[f"scale:{c}"]
+    elif scaler == "minmax":
+        center = stats[f"center:{c}"]
+        scale = None if center is None else stats[f"max:{c}"] - center
+    else:
+        center = stats[f"q0.5:{c}"]
+        scale = None if center is None else stats[f"q0.75:{c}"] - stats[f"q0.25:{c}"]
+    return {"center": float(center or 0.0), "scale": float(scale or 0.0) or 1.0}
 
 
 def _raw_aggregations(numeric: list[str], categorical: list[str], cfg: FeaturesConfig) -> list[Any]:
@@ -204,7 +243,9 @@ def _cleaner(c: str, raw: dict[str, Any], cfg: FeaturesConfig) -> NumericFeature
         lower, upper = float(raw[f"q{lo}:{c}"] or 0.0), float(raw[f"q{hi}:{c}"] or 0.0)
     elif cfg.cap == "zscore":
         lower, upper = mean - cfg.cap_z * std, mean + cfg.cap_z * std
-    return NumericFeature(c, mean=0.0, std=1.0, fill=fill, lower=lower, upper=upper, indicator=cfg.missing_indicators)
+    return NumericFeature(
+        c, fill=fill, lower=lower, upper=upper, log1p=c in cfg.log1p, indicator=cfg.missing_indicators
+    )
 
 
 def label_classes(ds: ray.data.Dataset, label: str) -> list[Any]:

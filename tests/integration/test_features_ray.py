@@ -23,8 +23,8 @@ def test_fit_matches_numpy_and_batch_equals_per_request_transform(ray_session, q
 
     table = pq.read_table(quickstart_data).to_pandas()
     for f in pipeline.numeric:
-        assert f.mean == pytest.approx(table[f.name].mean())
-        assert f.std == pytest.approx(table[f.name].std(ddof=0))
+        assert f.center == pytest.approx(table[f.name].mean())
+        assert f.scale == pytest.approx(table[f.name].std(ddof=0))
     plan = next(f for f in pipeline.categorical if f.name == "plan")
     assert plan.categories == sorted(table["plan"].value_counts().index[:2])  # max_categories keeps the top 2
     assert pipeline.classes == [0, 1]
@@ -65,6 +65,25 @@ def test_impute_cap_scale_match_a_numpy_reference(ray_session, cfg):
         filled = np.clip(filled, present.mean() - 2 * present.std(), present.mean() + 2 * present.std())
     assert feature.fill == pytest.approx(fill, rel=1e-3)
     np.testing.assert_allclose(feature.clean(values), filled, rtol=2e-3)
-    assert feature.mean == pytest.approx(filled.mean(), rel=1e-3)
-    assert feature.std == pytest.approx(filled.std(), rel=1e-2)
+    assert feature.center == pytest.approx(filled.mean(), rel=1e-3)
+    assert feature.scale == pytest.approx(filled.std(), rel=1e-2)
     assert feature.indicator == cfg.missing_indicators
+
+
+@pytest.mark.parametrize("scaler", ["standard", "minmax", "robust"])
+def test_scalers_and_log1p_match_a_numpy_reference(ray_session, scaler):
+    values = np.random.default_rng(1).lognormal(3.0, 1.0, 1000)
+    ds = ray.data.from_items([{"v": float(v), "y": i % 2} for i, v in enumerate(values)])
+    cfg = FeaturesConfig(scaler=scaler, log1p=["v"])
+    [feature] = fit_feature_pipeline(ds, [0, 1], "y", ["v"], [], cfg).numeric
+    logged = np.log1p(values)
+    q1, median, q3 = np.quantile(logged, [0.25, 0.5, 0.75])
+    center, scale = {
+        "standard": (logged.mean(), logged.std()),
+        "minmax": (logged.min(), logged.max() - logged.min()),
+        "robust": (median, q3 - q1),
+    }[scaler]
+    assert feature.center == pytest.approx(center, rel=2e-3)
+    assert feature.scale == pytest.approx(scale, rel=2e-3)
+    with pytest.raises(ValueError, match="features.log1p"):
+        fit_feature_pipeline(ds, [0, 1], "y", ["v"], [], FeaturesConfig(log1p=["w"]))

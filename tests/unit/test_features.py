@@ -6,7 +6,7 @@ from raymlp.data.features import CategoricalFeature, FeaturePipeline, NumericFea
 PIPELINE = FeaturePipeline(
     label="y",
     classes=["no", "yes"],
-    numeric=[NumericFeature("a", mean=10.0, std=2.0, fill=10.0)],
+    numeric=[NumericFeature("a", fill=10.0, center=10.0, scale=2.0)],
     categorical=[CategoricalFeature("c", categories=["x", "y"])],
 )
 
@@ -36,8 +36,17 @@ def test_json_round_trip_is_exact_and_versioned():
 
 
 def test_numeric_cleaning_imputes_caps_and_marks_missing():
-    f = NumericFeature("a", mean=0.0, std=2.0, fill=5.0, lower=0.0, upper=10.0, indicator=True)
+    f = NumericFeature("a", fill=5.0, lower=0.0, upper=10.0, indicator=True, center=0.0, scale=2.0)
     pipeline = FeaturePipeline(label="y", classes=[0, 1], numeric=[f])
     np.testing.assert_array_equal(f.clean([None, -3.0, 4.0, 99.0]), [5.0, 0.0, 4.0, 10.0])
     assert pipeline.output_dim == 2
     np.testing.assert_array_equal(pipeline.transform({"a": [None, 99.0]}), [[2.5, 1.0], [5.0, 0.0]])
+
+
+def test_log1p_and_the_other_bucket():
+    f = NumericFeature("a", fill=0.0, log1p=True)
+    np.testing.assert_allclose(f.clean([None, -2.0, np.e - 1]), [0.0, 0.0, 1.0])
+    c = CategoricalFeature("c", ["x", "y"], other=True)
+    pipeline = FeaturePipeline(label="y", classes=[0, 1], categorical=[c])
+    assert pipeline.output_dim == 3
+    np.testing.assert_array_equal(pipeline.transform({"c": ["y", "rare", None]}), [[0, 1, 0], [0, 0, 1], [0, 0, 0]])
