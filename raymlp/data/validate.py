@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
+from ray.data.aggregate import ValueCounter
 
 from raymlp.config.schema import ColumnSpec, DataConfig
 from raymlp.data.profile import fingerprint
@@ -200,7 +201,9 @@ def _keep(batch: pa.Table, valid: bool) -> pa.Table:
 
 def _count(tagged: ray.data.Dataset, files: int, schema: pa.Schema) -> ValidationReport:
     total = tagged.count()  # exact: the data is materialized, not estimated from parquet footers
-    counts: dict[Any, int] = {row[REASON]: row["count()"] for row in tagged.groupby(REASON).count().take_all()}
+    # ValueCounter tallies per block and merges, where groupby().count() would shuffle every row.
+    tally = tagged.aggregate(ValueCounter(REASON, alias_name="reasons"))["reasons"] or {"values": [], "counts": []}
+    counts: dict[Any, int] = dict(zip(tally["values"], tally["counts"]))
     unreadable = {}
     if UNREADABLE in counts:
         rows = tagged.map_batches(
