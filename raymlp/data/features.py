@@ -172,10 +172,10 @@ def fit_feature_pipeline(
     fill values, fences and category counts on raw data; the second the scaling statistics of the
     imputed, capped (and log-transformed) values.
     """
-    raw = train.aggregate(*_raw_aggregations(numeric, categorical, cfg)) if numeric or categorical else {}
     unknown = sorted(set(cfg.log1p) - set(numeric))
     if unknown:
         raise ValueError(f"features.log1p: {unknown} are not numeric inputs; choose from {numeric}")
+    raw = train.aggregate(*_raw_aggregations(numeric, categorical, cfg)) if numeric or categorical else {}
     cleaners = [_cleaner(c, raw, cfg) for c in numeric]
     numeric_features = []
     if cleaners:

@@ -74,6 +74,17 @@ def read_file(source: SourceFile) -> pa.Table:
         return pa_json.read_json(stream)
 
 
+def read_schema(source: SourceFile) -> pa.Schema:
+    """The file's schema without reading all of it: the parquet footer, or the first block of a
+    CSV or JSON lines file (where the readers infer their types)."""
+    fs, path = pa_fs.FileSystem.from_uri(source.uri)
+    if source.format == "parquet":
+        return pq.read_schema(path, filesystem=fs)
+    with fs.open_input_stream(path) as stream:
+        opener = pa_csv.open_csv if source.format == "csv" else pa_json.open_json
+        return opener(stream).schema
+
+
 def _split_glob(path: str) -> tuple[str, str | None]:
     """`data/*.csv` -> ("data", "*.csv"); a path without glob characters -> (path, None)."""
     cut = min((path.index(c) for c in _GLOB_CHARS if c in path), default=-1)

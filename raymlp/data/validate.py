@@ -19,7 +19,7 @@ from ray.data.aggregate import ValueCounter
 
 from raymlp.config.schema import ColumnSpec, DataConfig
 from raymlp.data.profile import fingerprint
-from raymlp.data.sources import SourceFile, list_files, read_file
+from raymlp.data.sources import SourceFile, list_files, read_file, read_schema
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def target_schema(files: list[SourceFile], columns: dict[str, ColumnSpec]) -> pa
     float). Every file is conformed to it."""
     for source in files:
         try:
-            inferred = read_file(source).schema
+            inferred = read_schema(source)
             break
         except Exception:  # noqa: BLE001 - an unreadable file is reported by _read_and_tag
             continue
