@@ -31,8 +31,9 @@ class RuntimeConfig(Section):
 
 
 class ColumnSpec(Section):
-    type: Literal["float", "int", "string", "bool"] | None = None
-    """Type every file is cast to; a value that does not cast quarantines its row. Unset: inferred."""
+    type: Literal["float", "int", "string", "bool", "timestamp"] | None = None
+    """Type every file is cast to; a value that does not cast quarantines its row. Unset: inferred.
+    `timestamp` parses ISO-8601 text (naive times are UTC)."""
     nullable: bool = True
     """Whether a missing value is valid."""
     min: float | None = None
@@ -67,21 +68,82 @@ class DataConfig(Section):
     run's quarantine folder with its reason, dropped (still counted), or fail the run."""
     max_bad_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     """Largest share of invalid rows before the run fails."""
+    dedupe: Literal["none", "exact", "key"] = "none"
+    """Drop repeated rows (counted, not quarantined): identical in every column, or sharing the
+    `dedupe_key` columns. The copy kept is the first by file and row order. Deduplication shuffles
+    the valid rows by key and keeps the result in Ray's object store (spilling to disk when large)."""
+    dedupe_key: list[str] = Field(default_factory=list)
+    """Columns that identify a record, for `dedupe: key` (e.g. [transaction_id])."""
+    split: Literal["random", "time"] = "random"
+    """How rows are held out: seeded at random (the top-level `seed`), or by `time_column`, the
+    latest rows going to test and the ones before them to validation."""
+    time_column: str | None = None
+    """Timestamp or numeric column ordering rows, for `split: time`."""
     valid_fraction: Fraction = 0.2
-    """Share of rows held out for validation (seeded by the top-level `seed`)."""
+    """Share of rows held out for validation."""
+    test_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Share of rows held out as a test set, evaluated once after training."""
+
+    @model_validator(mode="after")
+    def _check_split(self) -> DataConfig:
+        if self.dedupe == "key" and not self.dedupe_key:
+            raise ValueError("`dedupe: key` needs `dedupe_key`, the columns identifying a record")
+        if self.split == "time" and not self.time_column:
+            raise ValueError("`split: time` needs `time_column`")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("`valid_fraction` + `test_fraction` must leave rows to train on (sum below 1)")
+        return self
+
+
+DatetimePart = Literal[
+    "year", "month", "day", "hour", "minute", "day_of_week", "day_of_year",
+    "hour_sin", "hour_cos", "day_of_week_sin", "day_of_week_cos", "month_sin", "month_cos",
+]  # fmt: skip
+
+
+class SelectConfig(Section):
+    variance_threshold: Annotated[float, Field(ge=0)] | None = None
+    """Drop numeric inputs whose variance (after imputation and capping) is at most this."""
+    max_correlation: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Drop a numeric input whose |Pearson r| with an earlier kept one exceeds this."""
+    top_k: PositiveInt | None = None
+    """Keep the k inputs scoring highest by `method`."""
+    method: Literal["mutual_info", "importance"] = "mutual_info"
+    """Score for `top_k`: mutual information with the label, or extra-trees importance."""
+    sample_rows: PositiveInt = 50_000
+    """Rows sampled (uniformly, across the cluster) to score inputs and fit power transforms."""
 
 
 class FeaturesConfig(Section):
     numeric: list[str] | None = None
     """Numeric input columns: imputed, optionally capped and log-transformed, then scaled. Unset:
-    every numeric column but the label."""
+    every numeric column but the label and the columns given another encoding."""
     categorical: list[str] | None = None
-    """Categorical input columns, one-hot encoded. Unset: every string column but the label."""
+    """Categorical input columns, one-hot encoded. Unset: every string or bool column but the label
+    and the columns given another encoding."""
+    ordinal: list[str] = Field(default_factory=list)
+    """Categorical inputs encoded as one integer code each (sorted categories; missing or unseen
+    values are -1), for high-cardinality ordered values."""
+    hashed: dict[str, PositiveInt] = Field(default_factory=dict)
+    """Categorical inputs hashed into this many one-hot buckets (stable across machines), for
+    open-ended vocabularies such as ids or merchant codes."""
+    datetime: dict[str, list[DatetimePart]] = Field(default_factory=dict)
+    """Timestamp inputs to the parts extracted from them (UTC), e.g. `ts: [hour_sin, hour_cos,
+    day_of_week]`; each part becomes a numeric input named `<column>_<part>`."""
+    derived: dict[str, str] = Field(default_factory=dict)
+    """New numeric inputs computed from others by an arithmetic expression, e.g.
+    `amount_per_day: amount / (card_age_days + 1)` (functions: log, log1p, exp, sqrt, abs, floor,
+    ceil, minimum, maximum, clip, where)."""
+    bucketize: dict[str, PositiveInt | list[float]] = Field(default_factory=dict)
+    """Numeric inputs also one-hot encoded by range: a number of equal-frequency buckets (edges
+    fitted on train), or the bucket edges themselves."""
     max_categories: PositiveInt = 32
     """Most frequent categories kept per column; rarer and unseen values encode as all zeros (or
     as "other", see `other_bucket`)."""
-    impute: Literal["mean", "median", "constant"] = "mean"
-    """How a missing numeric value is filled, from train-split statistics (or `fill_value`)."""
+    impute: Literal["mean", "median", "mode", "constant"] = "mean"
+    """How a missing numeric value is filled, from train-split statistics (or `fill_value`).
+    The median is approximate (a KLL sketch, rank error ~0.3%) so fitting never holds a column in
+    memory; the mode counts every distinct value, so keep it for discrete columns."""
     fill_value: float = 0.0
     """The fill for `impute: constant`."""
     missing_indicators: bool = False
@@ -96,10 +158,24 @@ class FeaturesConfig(Section):
     """Standard deviations from the mean for `cap: zscore`."""
     log1p: list[str] = Field(default_factory=list)
     """Numeric inputs to log1p after capping (for long-tailed, non-negative values)."""
+    power: list[str] = Field(default_factory=list)
+    """Numeric inputs to Yeo-Johnson transform after capping, lambda fitted by maximum likelihood on
+    a sample of the train split (for skewed values of any sign)."""
     scaler: Literal["standard", "minmax", "robust"] = "standard"
     """Numeric scaling: (v - mean) / std, (v - min) / range, or (v - median) / IQR."""
+    impute_categorical: Literal["none", "mode"] = "none"
+    """Missing categorical values: encoded as all zeros, or filled with the most frequent category."""
     other_bucket: bool = False
     """Give each one-hot column an extra "other" column for rare and unseen values."""
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    """Feature selection on the train split, before the transform is fitted."""
+
+    @model_validator(mode="after")
+    def _check_transforms(self) -> FeaturesConfig:
+        both = sorted(set(self.log1p) & set(self.power))
+        if both:
+            raise ValueError(f"{both} are in both `log1p` and `power`; choose one transform per column")
+        return self
 
 
 class ModelConfig(Section):

@@ -1,19 +1,33 @@
-"""The data stage: read and validate, split (seeded), fit the feature transform on train, apply it
-to both splits."""
+"""The data stage: read and validate, deduplicate, split, profile, fit the feature transform on the
+train split and apply it, all as streaming passes over the source files.
+
+Passes, each re-reading the files rather than holding them: (1) validation counts and the raw
+statistics, fused; (2) the statistics of cleaned values; (3) the transform. Deduplication and time
+splits add a pass of their own before (1). The first pass, whichever it is, also fills the
+validation ledger and writes the quarantine.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import ray
 import ray.data
 
 from raymlp.config.schema import DataConfig, FeaturesConfig
-from raymlp.data.features import FeaturePipeline, fit_feature_pipeline, label_classes, select_columns
-from raymlp.data.profile import profile, profile_summary
-from raymlp.data.validate import ValidationReport, read_validated
+from raymlp.data.clean import KEY, POS, find_duplicates
+from raymlp.data.features import FeaturePipeline
+from raymlp.data.fit import Fitted, Roles, fit_feature_pipeline, raw_statistics, resolve_roles
+from raymlp.data.profile import build_profile, profile_summary
+from raymlp.data.rows import Record, RowSource, row_source
+from raymlp.data.sources import list_files
+from raymlp.data.split import NAMES, SPLIT, TRAIN, SplitRule, fit_time_split, random_split
+from raymlp.data.validate import Ledger, ValidationReport, build_report, checks_for, target_schema
 
 log = logging.getLogger(__name__)
 
@@ -24,38 +38,142 @@ class PreparedData:
 
     train: ray.data.Dataset
     valid: ray.data.Dataset
+    test: ray.data.Dataset | None
     features: FeaturePipeline
     validation: ValidationReport
     profile: dict[str, dict[str, Any]]
-    """Per-column statistics of the valid rows (see data.profile)."""
+    """Per-column statistics of the train split (see data.profile)."""
     num_rows: dict[str, int]
     sample_rows: list[dict[str, Any]]
     """A few raw validation rows without the label, for smoke-testing the served model."""
+    dropped_features: dict[str, str] = field(default_factory=dict)
 
 
-def preprocess_to_parquet(data: DataConfig, features: FeaturesConfig, out: str, quarantine_dir: Path) -> ValidationReport:
-    """Batch feature engineering: read, validate, fit the transform on all valid rows, and write
-    model inputs (`x`, `y`) as parquet. What `benchmarks/data_preprocess.py` measures."""
-    ds, validation = read_validated(data, quarantine_dir)
-    numeric, categorical = select_columns(ds.schema().base_schema, data.label, features)
-    pipeline = fit_feature_pipeline(ds, label_classes(ds, data.label), data.label, numeric, categorical, features)
-    ds.map_batches(pipeline.transform_xy, batch_format="numpy").write_parquet(out)
-    return validation
+class Passes:
+    """Hands out the row source for each pass over the data; the first one also records every
+    file's outcome in the ledger and quarantines invalid rows."""
+
+    def __init__(self, source: RowSource, data: DataConfig, quarantine_dir: Path):
+        self.source, self.data, self.quarantine_dir = source, data, str(quarantine_dir)
+        self.ledger = Ledger.remote()
+        self.report: ValidationReport | None = None
+
+    def next(self, **changes: Any) -> RowSource:
+        if self.report is not None:
+            return self.source.with_(**changes)
+        quarantine = self.quarantine_dir if self.data.invalid_rows == "quarantine" else None
+        return self.source.with_(record=Record(self.ledger, quarantine), **changes)
+
+    def validated(self) -> ValidationReport:
+        """The report, once the first pass has run (it raises on `fail`, `max_bad_fraction`, no rows)."""
+        if self.report is None:
+            outcomes = ray.get(self.ledger.all.remote())
+            self.report = build_report(
+                list(self.source.files), outcomes, self.source.checks.schema, self.data, self.quarantine_dir
+            )
+            log.info("data validation: %s", self.report.summary())
+        return self.report
+
+
+@dataclass
+class Fit:
+    """What the fitting passes produce: the source as later passes read it, and the transform."""
+
+    source: RowSource
+    passes: Passes
+    fitted: Fitted
+    roles: Roles
+
+
+def open_source(data: DataConfig, quarantine_dir: Path) -> Passes:
+    """List the files and settle the schema every file is checked against (no pass yet)."""
+    files = list_files(data)
+    checks = checks_for(data, target_schema(files, data.columns))
+    return Passes(row_source(files, checks, data), data, quarantine_dir)
+
+
+def validate_data(data: DataConfig, quarantine_dir: Path) -> tuple[ray.data.Dataset, ValidationReport]:
+    """One pass that checks every row and quarantines the invalid ones: the report, and the valid
+    rows as a lazy dataset (deduplication and splits are not applied)."""
+    passes = open_source(data, quarantine_dir)
+    passes.next().dataset().count()
+    return passes.next().dataset().drop_columns([SPLIT]), passes.validated()
+
+
+def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_dir: Path, hold_out: bool) -> Fit:
+    passes = open_source(data, quarantine_dir)
+    exclude = set(data.dedupe_key) | ({data.time_column} if data.time_column else set())
+    roles = resolve_roles(passes.source.checks.schema, data.label, features, exclude - set(features.datetime))
+    if data.dedupe != "none":
+        keyed = passes.next(emit_keys=True).dataset().select_columns([KEY, POS])
+        duplicates = find_duplicates(keyed, partitions=max(2, int(ray.cluster_resources().get("CPU", 2))))
+        passes.validated().duplicates = duplicates.dropped
+        passes.source = passes.source.with_(duplicates=ray.put(duplicates))
+    split: SplitRule | None = None
+    if hold_out:
+        split = fit_time_split(passes.next().dataset(), data) if data.split == "time" else random_split(data, seed)
+
+    def train_rows() -> ray.data.Dataset:
+        return passes.next(split=split).dataset().filter(expr=f"{SPLIT} == {TRAIN}")
+
+    raw = raw_statistics(train_rows(), roles, features, data.label)
+    classes = sorted(passes.validated().labels, key=_sort_key)
+    fitted = fit_feature_pipeline(train_rows(), raw, classes, data.label, roles, features, seed)
+    return Fit(passes.source.with_(split=split), passes, fitted, roles)
 
 
 def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_dir: Path) -> PreparedData:
-    ds, validation = read_validated(data, quarantine_dir)
-    data_profile = profile(ds)
-    log.info("data profile:\n%s", profile_summary(data_profile))
-    numeric, categorical = select_columns(ds.schema().base_schema, data.label, features)
-    ds = ds.select_columns(numeric + categorical + [data.label])
-    train_raw, valid_raw = ds.train_test_split(test_size=data.valid_fraction, shuffle=True, seed=seed)
-    pipeline = fit_feature_pipeline(train_raw, label_classes(ds, data.label), data.label, numeric, categorical, features)
+    """Validated, split, model-ready data for training and tuning."""
+    fit = fit_data(data, features, seed, quarantine_dir, hold_out=True)
+    pipeline, report = fit.fitted.pipeline, fit.passes.validated()
+    profile = build_profile(fit.fitted.raw_stats, fit.roles, report.labels)
+    log.info("data profile (train split):\n%s", profile_summary(profile))
+
+    def transform(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return pipeline.transform_xy(batch) | {SPLIT: batch[SPLIT]}
+
     # Materialize: the splits are re-read every epoch and by every trial, and a streaming read
     # competing with training workers for the same CPUs can stall them (see RAY_NOTES).
-    train = train_raw.map_batches(pipeline.transform_xy, batch_format="numpy").materialize()
-    valid = valid_raw.map_batches(pipeline.transform_xy, batch_format="numpy").materialize()
-    num_rows = {"train": train.count(), "valid": valid.count()}
-    log.info("data: %d train rows, %d valid rows, %d features", num_rows["train"], num_rows["valid"], pipeline.output_dim)
-    sample_rows = [{k: v for k, v in row.items() if k != data.label} for row in valid_raw.take(3)]
-    return PreparedData(train, valid, pipeline, validation, data_profile, num_rows, sample_rows)
+    rows = fit.source.dataset()
+    ready = rows.map_batches(transform, batch_format="numpy").materialize()
+    splits = {
+        name: ready.filter(expr=f"{SPLIT} == {code}").drop_columns([SPLIT]).materialize()
+        for code, name in NAMES.items()
+    }
+    num_rows = {name: ds.count() for name, ds in splits.items()}
+    if not num_rows["train"] or not num_rows["valid"]:
+        raise ValueError(
+            f"data: the split left {num_rows} rows; add data or change data.valid_fraction / data.test_fraction"
+        )
+    log.info("data: %s rows, %d features", num_rows, pipeline.output_dim)
+    sample = rows.filter(expr=f"{SPLIT} != {TRAIN}").select_columns(pipeline.input_columns).take(3)
+    return PreparedData(
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"] if num_rows["test"] else None,
+        features=pipeline,
+        validation=report,
+        profile=profile,
+        num_rows=num_rows,
+        sample_rows=[{k: _jsonable(v) for k, v in row.items()} for row in sample],
+        dropped_features=fit.fitted.dropped,
+    )
+
+
+def preprocess_to_parquet(
+    data: DataConfig, features: FeaturesConfig, out: str, quarantine_dir: Path, seed: int = 0
+) -> ValidationReport:
+    """Batch feature engineering: validate, fit the transform on every valid row, and write model
+    inputs (`x`, `y`) as parquet, streaming. What `benchmarks/data_preprocess.py` measures."""
+    fit = fit_data(data, features, seed, quarantine_dir, hold_out=False)
+    pipeline = fit.fitted.pipeline
+    fit.source.dataset().map_batches(pipeline.transform_xy, batch_format="numpy").write_parquet(out)
+    return fit.passes.validated()
+
+
+def _sort_key(value: Any) -> tuple[str, Any]:
+    return (type(value).__name__, value)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

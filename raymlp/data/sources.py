@@ -9,9 +9,11 @@ so a file-level read is the unit at which a bad file can be named and quarantine
 from __future__ import annotations
 
 import fnmatch
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.fs as pa_fs
@@ -64,14 +66,43 @@ def list_files(cfg: DataConfig) -> list[SourceFile]:
 
 
 def read_file(source: SourceFile) -> pa.Table:
-    """The whole file as an Arrow table; raises on a corrupt or unreadable file."""
+    """The whole file as an Arrow table; raises on a corrupt or unreadable file.
+
+    CSV and JSON readers infer a column's type from the first block and fail the whole file on a
+    later value of another type ("n/a" in a number column). Such a file is re-read untyped (CSV as
+    text, JSON through pandas) so that validation can quarantine the offending rows alone.
+    """
     fs, path = pa_fs.FileSystem.from_uri(source.uri)
     if source.format == "parquet":
         return pq.read_table(path, filesystem=fs)
-    with fs.open_input_stream(path) as stream:
-        if source.format == "csv":
-            return pa_csv.read_csv(stream)
-        return pa_json.read_json(stream)
+    with fs.open_input_file(path) as f:
+        raw = f.read()
+    try:
+        return _parse_text(raw, source.format)
+    except pa.ArrowInvalid:
+        return _parse_untyped(raw, source.format)
+
+
+def _parse_text(raw: bytes, fmt: str) -> pa.Table:
+    if fmt == "csv":
+        return pa_csv.read_csv(pa.BufferReader(raw))
+    return pa_json.read_json(pa.BufferReader(raw))
+
+
+def _parse_untyped(raw: bytes, fmt: str) -> pa.Table:
+    if fmt == "csv":
+        names = pa_csv.open_csv(pa.BufferReader(raw)).schema.names
+        text = pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
+        return pa_csv.read_csv(pa.BufferReader(raw), convert_options=text)
+    frame = pd.read_json(io.BytesIO(raw), lines=True, dtype=False)
+    # Mixed-type columns become text, which the schema cast then checks value by value.
+    columns = {
+        name: pa.array([None if pd.isna(v) else str(v) for v in frame[name]], pa.string())
+        if frame[name].dtype == object
+        else pa.array(frame[name])
+        for name in frame.columns
+    }
+    return pa.table(columns)
 
 
 def read_schema(source: SourceFile) -> pa.Schema:

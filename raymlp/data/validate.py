@@ -1,33 +1,74 @@
 """Read every source file into one schema and check every row against the column rules.
 
-Nothing is lost uncounted: each row is either valid or tagged with the first rule it breaks, a file
-that cannot be read becomes one tagged record naming it, and `valid + quarantined == read` is
-checked before the data is used. Tagged rows go to the run's quarantine folder with their reason.
+Nothing is lost uncounted. One Ray Data task reads one file whole, casts it to the target schema and
+tags each row with the first rule it breaks; valid rows flow on, invalid ones go to the run's
+quarantine folder with their reason, and a file that cannot be read is named and quarantined whole.
+Each task records its file's outcome (rows read, valid, invalid by reason, content digest) in a
+ledger actor, keyed by file so that a retried task cannot count twice; the report is built from it
+and `valid + invalid == read` is checked per file and in total.
+
+The valid rows are a lazy, streaming dataset: every pass over it re-reads and re-checks the files
+instead of holding the data in memory, so memory stays bounded by a few files whatever the size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
 import ray.data
-from ray.data.aggregate import ValueCounter
 
 from raymlp.config.schema import ColumnSpec, DataConfig
-from raymlp.data.profile import fingerprint
-from raymlp.data.sources import SourceFile, list_files, read_file, read_schema
+from raymlp.data.sources import SourceFile, read_file, read_schema
 
 log = logging.getLogger(__name__)
 
 REASON = "_raymlp_reason"
 SOURCE = "_raymlp_source"
 DETAIL = "_raymlp_detail"
+ROW = "_raymlp_row"
 UNREADABLE = "unreadable_file"
-ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_(), "timestamp": TIMESTAMP}
+
+
+@dataclass
+class FileOutcome:
+    """What one task found in one file."""
+
+    rows: int = 0
+    valid: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+    labels: dict[Any, int] = field(default_factory=dict)
+    """Label value -> count among the valid rows."""
+    sha256: str = ""
+    error: str | None = None
+
+
+@ray.remote(num_cpus=0)
+class Ledger:
+    """File -> outcome. Set, not added: a retried read task overwrites its own entry."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, FileOutcome] = {}
+
+    def record(self, uri: str, outcome: FileOutcome) -> None:
+        self.outcomes[uri] = outcome
+
+    def all(self) -> dict[str, FileOutcome]:
+        return self.outcomes
 
 
 @dataclass
@@ -39,10 +80,14 @@ class ValidationReport:
     """Invalid rows by reason, e.g. {"range:age": 3, "type:income": 1}."""
     unreadable_files: dict[str, str] = field(default_factory=dict)
     """File -> error, for files quarantined whole (their rows cannot be counted)."""
+    duplicates: int = 0
+    """Valid rows dropped as repeats of an earlier row (see `data.dedupe`)."""
     schema: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
     """SHA-256 of the schema and every source file's content: the data's identity for lineage."""
     quarantine_path: str | None = None
+    labels: dict[Any, int] = field(default_factory=dict)
+    """Label value -> count among the valid rows (duplicates included)."""
 
     @property
     def rows_invalid(self) -> int:
@@ -55,13 +100,15 @@ class ValidationReport:
             "data.rows_read": self.rows_read,
             "data.rows_valid": self.rows_valid,
             "data.rows_invalid": self.rows_invalid,
+            "data.rows_duplicate": self.duplicates,
         }
         return metrics | {f"data.invalid.{reason.replace(':', '.')}": n for reason, n in self.quarantined.items()}
 
     def summary(self) -> str:
         lines = [
             f"{self.rows_read} rows read from {self.files} files: {self.rows_valid} valid, {self.rows_invalid} invalid"
-            f" (fingerprint {self.fingerprint[:12]})"
+            + (f", {self.duplicates} duplicates dropped" if self.duplicates else "")
+            + f" (fingerprint {self.fingerprint[:12]})"
         ]
         lines += [f"  {n} {reason}" for reason, n in sorted(self.quarantined.items())]
         lines += [f"  unreadable, quarantined whole: {f} ({e})" for f, e in self.unreadable_files.items()]
@@ -70,34 +117,14 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def read_validated(cfg: DataConfig, quarantine_dir: Path) -> tuple[ray.data.Dataset, ValidationReport]:
-    """Valid rows (materialized) and the report; applies `invalid_rows` and `max_bad_fraction`."""
-    files = list_files(cfg)
-    schema = target_schema(files, cfg.columns)
-    tagged = (
-        ray.data.from_items([{"uri": f.uri, "format": f.format} for f in files], override_num_blocks=len(files))
-        .map_batches(_read_and_tag, batch_size=1, batch_format="pyarrow", fn_args=(schema, cfg.columns))
-        .materialize()
-    )
-    report = _count(tagged, len(files), schema)
-    report.fingerprint = fingerprint(files, schema)
-    bad = tagged.map_batches(_keep, fn_args=(False,), batch_format="pyarrow")
-    if report.rows_invalid or report.unreadable_files:
-        if cfg.invalid_rows == "fail":
-            raise ValueError(f"data.invalid_rows is 'fail' and the data has invalid records:\n{report.summary()}")
-        if cfg.invalid_rows == "quarantine":
-            bad.write_parquet(str(quarantine_dir))
-            report.quarantine_path = str(quarantine_dir)
-    log.info("data validation: %s", report.summary())
-    if report.rows_invalid > cfg.max_bad_fraction * report.rows_read:
-        raise ValueError(
-            f"data.max_bad_fraction: {report.rows_invalid} of {report.rows_read} rows are invalid "
-            f"(more than {cfg.max_bad_fraction:.1%}); fix the data or raise data.max_bad_fraction\n{report.summary()}"
-        )
-    if report.rows_valid == 0:
-        raise ValueError(f"data.path: no valid rows to train on\n{report.summary()}")
-    good = tagged.map_batches(_keep, fn_args=(True,), batch_format="pyarrow").drop_columns([REASON, SOURCE, DETAIL])
-    return good.materialize(), report
+@dataclass(frozen=True)
+class RowChecks:
+    """How a read task turns one file into valid rows: the target schema and the column rules."""
+
+    schema: pa.Schema
+    columns: dict[str, ColumnSpec]
+    required: frozenset[str]
+    """Columns that may never be null (the label, the time column of a time split)."""
 
 
 def target_schema(files: list[SourceFile], columns: dict[str, ColumnSpec]) -> pa.Schema:
@@ -107,7 +134,7 @@ def target_schema(files: list[SourceFile], columns: dict[str, ColumnSpec]) -> pa
         try:
             inferred = read_schema(source)
             break
-        except Exception:  # noqa: BLE001 - an unreadable file is reported by _read_and_tag
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
             continue
     else:
         raise ValueError(f"data.path: none of the {len(files)} files can be read (first: {files[0].uri})")
@@ -120,41 +147,133 @@ def target_schema(files: list[SourceFile], columns: dict[str, ColumnSpec]) -> pa
     return pa.schema(fields.items())
 
 
-def _read_and_tag(batch: pa.Table, schema: pa.Schema, columns: dict[str, ColumnSpec]) -> pa.Table:
-    [uri], [fmt] = batch["uri"].to_pylist(), batch["format"].to_pylist()
-    try:
-        table = read_file(SourceFile(uri, fmt))
-    except Exception as e:  # noqa: BLE001 - any read failure quarantines the file, named
-        row = {name: pa.nulls(1, type_) for name, type_ in zip(schema.names, schema.types)}
-        detail = f"{type(e).__name__}: {e}"[:500]
-        return pa.table({**row, SOURCE: [uri], REASON: [UNREADABLE], DETAIL: [detail]})
-    return conform(table, schema, columns, uri)
+def checks_for(cfg: DataConfig, schema: pa.Schema) -> RowChecks:
+    required = {cfg.label} | ({cfg.time_column} if cfg.time_column else set())
+    for name in sorted(required):
+        if name not in schema.names:
+            field_name = "data.label" if name == cfg.label else "data.time_column"
+            raise ValueError(f"{field_name}: column {name!r} is not in the data; it has {schema.names}")
+    return RowChecks(schema, cfg.columns, frozenset(required))
 
 
-def conform(table: pa.Table, schema: pa.Schema, columns: dict[str, ColumnSpec], source: str) -> pa.Table:
-    """Cast `table` to `schema` (missing columns become nulls, extra ones are dropped) and add the
-    reason each row is invalid: the first failed rule, or null."""
+def conform(table: pa.Table, checks: RowChecks) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """Cast `table` to the target schema (missing columns become nulls, extra ones are dropped).
+    Returns it with, per row, the first failed rule (or null) and a detail (the value that did not
+    cast, which the cast itself turns into null)."""
     n = table.num_rows
-    reason = pa.nulls(n, pa.string())
+    reason = detail = pa.nulls(n, pa.string())
     arrays = []
-    for name, type_ in zip(schema.names, schema.types):
+    for name, type_ in zip(checks.schema.names, checks.schema.types):
         raw = table[name].combine_chunks() if name in table.column_names else pa.nulls(n, type_)
         values, cast_failed = _cast(raw, type_)
         arrays.append(values)
+        if cast_failed is not None:
+            shown = pc.binary_join_element_wise(name, "=", pc.cast(raw, pa.string()), "")
+            detail = pc.coalesce(detail, pc.if_else(cast_failed, shown, pa.scalar(None, pa.string())))
         reason = _first(reason, cast_failed, f"type:{name}")
-        if name in columns:
-            for rule, failed in _rule_failures(values, columns[name]):
-                reason = _first(reason, failed, f"{rule}:{name}")
-    out = pa.Table.from_arrays(arrays, schema=schema)
-    return out.append_column(SOURCE, pa.array([source] * n, pa.string())).append_column(REASON, reason).append_column(
-        DETAIL, pa.nulls(n, pa.string())
+        for rule, failed in _rule_failures(values, checks.columns.get(name), name in checks.required):
+            reason = _first(reason, failed, f"{rule}:{name}")
+    return pa.Table.from_arrays(arrays, schema=checks.schema), reason, detail
+
+
+def outcome_of(uri: str, rows: int, reason: pa.Array, labels: pa.Array) -> FileOutcome:
+    """Count one file's rows by reason; `valid + invalid == rows` or the run stops."""
+    valid_mask = pc.is_null(reason)
+    invalid = {r["values"]: r["counts"] for r in pc.value_counts(reason.filter(pc.invert(valid_mask))).to_pylist()}
+    label_counts = {r["values"]: r["counts"] for r in pc.value_counts(labels.filter(valid_mask)).to_pylist()}
+    valid = pc.sum(valid_mask.cast(pa.int64())).as_py() or 0
+    if valid + sum(invalid.values()) != rows:
+        raise RuntimeError(f"data validation lost rows in {uri}: {valid} valid + {invalid} invalid != {rows} read")
+    return FileOutcome(rows=rows, valid=valid, invalid=invalid, labels=label_counts)
+
+
+def unreadable(uri: str, error: Exception, schema: pa.Schema) -> tuple[pa.Table, FileOutcome]:
+    """The one quarantine record naming a file that cannot be read, and its outcome."""
+    message = f"{type(error).__name__}: {error}"[:500]
+    row = {name: pa.nulls(1, type_) for name, type_ in zip(schema.names, schema.types)}
+    record = pa.table({**row, SOURCE: [uri], ROW: pa.nulls(1, pa.int64()), REASON: [UNREADABLE], DETAIL: [message]})
+    return record, FileOutcome(error=message)
+
+
+def write_quarantine(rows: pa.Table, quarantine_dir: str, uri: str) -> None:
+    """One parquet file per source file, named after it; written whole then renamed, so a retried
+    task replaces it rather than adding a second copy."""
+    os.makedirs(quarantine_dir, exist_ok=True)
+    name = f"{Path(uri).stem}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}.parquet"
+    tmp = os.path.join(quarantine_dir, f".{name}.tmp")
+    pq.write_table(rows, tmp)
+    os.replace(tmp, os.path.join(quarantine_dir, name))
+
+
+def file_digest(uri: str) -> str:
+    """SHA-256 of the file's bytes (or of its read error), streamed."""
+    import pyarrow.fs as pa_fs
+
+    fs, path = pa_fs.FileSystem.from_uri(uri)
+    digest = hashlib.sha256()
+    try:
+        with fs.open_input_stream(path) as stream:
+            while chunk := stream.read(1 << 22):
+                digest.update(chunk)
+    except OSError as e:  # an unreadable file still changes the fingerprint, by its error
+        digest.update(f"unreadable: {e}".encode())
+    return digest.hexdigest()
+
+
+def build_report(
+    files: list[SourceFile], outcomes: dict[str, FileOutcome], schema: pa.Schema, cfg: DataConfig, quarantine_dir: str
+) -> ValidationReport:
+    """The run's validation report from every file's outcome; applies `invalid_rows` and
+    `max_bad_fraction`, and fails when no valid row is left."""
+    missing = [f.uri for f in files if f.uri not in outcomes]
+    if missing:
+        raise RuntimeError(f"data validation has no outcome for {len(missing)} files (first: {missing[0]})")
+    quarantined: Counter[str] = Counter()
+    labels: Counter[Any] = Counter()
+    for outcome in outcomes.values():
+        quarantined.update(outcome.invalid)
+        labels.update(outcome.labels)
+    report = ValidationReport(
+        files=len(files),
+        rows_read=sum(o.rows for o in outcomes.values()),
+        rows_valid=sum(o.valid for o in outcomes.values()),
+        quarantined=dict(quarantined),
+        unreadable_files={uri: o.error for uri, o in outcomes.items() if o.error},
+        schema={f.name: str(f.type) for f in schema},
+        fingerprint=_fingerprint(schema, outcomes),
+        labels=dict(labels),
     )
+    if report.rows_valid + report.rows_invalid != report.rows_read:
+        raise RuntimeError(f"data validation lost rows:\n{report.summary()}")
+    bad = report.rows_invalid or report.unreadable_files
+    if bad and cfg.invalid_rows == "fail":
+        raise ValueError(f"data.invalid_rows is 'fail' and the data has invalid records:\n{report.summary()}")
+    if bad and cfg.invalid_rows == "quarantine":
+        report.quarantine_path = quarantine_dir
+    if report.rows_invalid > cfg.max_bad_fraction * report.rows_read:
+        raise ValueError(
+            f"data.max_bad_fraction: {report.rows_invalid} of {report.rows_read} rows are invalid "
+            f"(more than {cfg.max_bad_fraction:.1%}); fix the data or raise data.max_bad_fraction\n{report.summary()}"
+        )
+    if report.rows_valid == 0:
+        raise ValueError(f"data.path: no valid rows to train on\n{report.summary()}")
+    return report
 
 
-def _rule_failures(values: pa.Array, spec: ColumnSpec) -> list[tuple[str, pa.Array]]:
+def _fingerprint(schema: pa.Schema, outcomes: dict[str, FileOutcome]) -> str:
+    payload = {
+        "schema": [[f.name, str(f.type)] for f in schema],
+        "files": sorted((uri, o.sha256) for uri, o in outcomes.items()),
+    }
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def _rule_failures(values: pa.Array, spec: ColumnSpec | None, required: bool) -> list[tuple[str, pa.Array]]:
     failures = []
-    if not spec.nullable:
+    if required or (spec is not None and not spec.nullable):
         failures.append(("null", pc.is_null(values)))
+    if spec is None:
+        return failures
     if spec.min is not None:
         failures.append(("range", pc.less(values, spec.min)))
     if spec.max is not None:
@@ -171,6 +290,12 @@ def _cast(values: pa.Array, type_: pa.DataType) -> tuple[pa.Array, pa.Array | No
     """Cast to `type_`; values that do not convert become null and are flagged."""
     if values.type == type_:
         return values, None
+    if pa.types.is_timestamp(values.type) and pa.types.is_timestamp(type_):
+        return pc.cast(values, type_, safe=False), None  # naive times are UTC; nanoseconds truncate
+    if type_ == TIMESTAMP and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        parsed = pd.to_datetime(values.to_pandas(), utc=True, format="ISO8601", errors="coerce")
+        out = pa.Array.from_pandas(parsed).cast(TIMESTAMP, safe=False)
+        return out, pc.and_(pc.is_valid(values), pc.is_null(out))
     try:
         return pc.cast(values, type_), None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
@@ -194,36 +319,10 @@ def _first(reason: pa.Array, failed: pa.Array | None, label: str) -> pa.Array:
     return pc.coalesce(reason, pc.if_else(hit, pa.scalar(label), pa.scalar(None, pa.string())))
 
 
-def _keep(batch: pa.Table, valid: bool) -> pa.Table:
-    is_valid = pc.is_null(batch[REASON])
-    return batch.filter(is_valid if valid else pc.invert(is_valid))
-
-
-def _count(tagged: ray.data.Dataset, files: int, schema: pa.Schema) -> ValidationReport:
-    total = tagged.count()  # exact: the data is materialized, not estimated from parquet footers
-    # ValueCounter tallies per block and merges, where groupby().count() would shuffle every row.
-    tally = tagged.aggregate(ValueCounter(REASON, alias_name="reasons"))["reasons"] or {"values": [], "counts": []}
-    counts: dict[Any, int] = dict(zip(tally["values"], tally["counts"]))
-    unreadable = {}
-    if UNREADABLE in counts:
-        rows = tagged.map_batches(
-            lambda t: t.filter(pc.equal(t[REASON], UNREADABLE)).select([SOURCE, DETAIL]), batch_format="pyarrow"
-        ).take_all()
-        unreadable = {r[SOURCE]: r[DETAIL] for r in rows}
-    valid = counts.pop(None, 0)
-    counts.pop(UNREADABLE, None)
-    rows_read = total - len(unreadable)
-    if valid + sum(counts.values()) != rows_read:
-        raise RuntimeError(f"data validation lost rows: {valid} valid + {counts} invalid != {rows_read} read")
-    return ValidationReport(
-        files=files,
-        rows_read=rows_read,
-        rows_valid=valid,
-        quarantined=counts,
-        unreadable_files=unreadable,
-        schema={f.name: str(f.type) for f in schema},
-    )
-
-
 def _normalize(type_: pa.DataType) -> pa.DataType:
-    return pa.string() if pa.types.is_large_string(type_) else type_
+    if pa.types.is_large_string(type_):
+        return pa.string()
+    if pa.types.is_timestamp(type_):
+        return TIMESTAMP
+    return type_
+

@@ -1,9 +1,11 @@
 """Request and response schemas generated from the model's fitted feature transform.
 
-Numbers must be finite: a NaN or Infinity is a 422 naming the field, not a 500. A null numeric
-value is accepted and imputed with the training mean, as missing values were during training.
+Numbers must be finite: a NaN or Infinity is a 422 naming the field, not a 500. A null value is
+accepted and treated as missing values were during training (imputed, or encoded as unknown).
+Timestamps must parse as ISO-8601, so a malformed one is a 422 too.
 """
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -29,11 +31,18 @@ class PredictResponse(BaseModel):
 
 def make_request_model(features: FeaturePipeline, max_rows: int) -> type[BaseModel]:
     """`{"rows": [{feature: value, ...}, ...]}` with one typed, required field per raw input column."""
-    fields: dict[str, Any] = {f.name: (FiniteFloat | None, ...) for f in features.numeric}
-    fields |= {
-        f.name: (str | None, Field(..., description=f"one of {f.categories[:10]}; others encode as unknown"))
-        for f in features.categorical
-    }
+    numbers = set(features.numeric_inputs)
+    times = {d.name for d in features.datetime}
+    categories = {f.name: f.categories for f in features.categorical}
+    fields: dict[str, Any] = {}
+    for name in features.input_columns:
+        if name in numbers:
+            fields[name] = (FiniteFloat | None, ...)
+        elif name in times:
+            fields[name] = (datetime | None, Field(..., description="ISO-8601 timestamp; without an offset, UTC"))
+        else:
+            known = f"one of {categories[name][:10]}; others encode as unknown" if name in categories else "text"
+            fields[name] = (str | None, Field(..., description=known))
     row = create_model("Row", __config__=ConfigDict(extra="forbid"), **fields)
     return create_model(
         "PredictRequest",

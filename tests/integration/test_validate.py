@@ -9,7 +9,8 @@ import pytest
 import ray.data
 
 from raymlp.config import parse_config
-from raymlp.data.validate import REASON, SOURCE, UNREADABLE, read_validated
+from raymlp.data.prepare import validate_data
+from raymlp.data.validate import REASON, ROW, SOURCE, UNREADABLE
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_a_corrupt_parquet_file_is_named_and_quarantined_whole_while_the_others_
     for i in range(4):
         shard(tmp_path / f"part-{i}.parquet", 75, start=100 * i)
     corrupt(tmp_path / "part-2.parquet")
-    good, report = read_validated(data_cfg(tmp_path), tmp_path / "quarantine")
+    good, report = validate_data(data_cfg(tmp_path), tmp_path / "quarantine")
     assert good.count() == report.rows_valid == report.rows_read == 225
     assert list(report.unreadable_files) == [str(tmp_path / "part-2.parquet")]
     quarantined = ray.data.read_parquet(str(tmp_path / "quarantine")).take_all()
@@ -55,7 +56,7 @@ def test_rules_quarantine_exact_counts_with_the_first_broken_rule(ray_session, t
         "c": {"allowed": ["x", "y"]},
         "code": {"regex": "^AB[0-9]$"},
     }
-    good, report = read_validated(data_cfg(tmp_path, columns=columns, max_bad_fraction=1.0), tmp_path / "q")
+    good, report = validate_data(data_cfg(tmp_path, columns=columns, max_bad_fraction=1.0), tmp_path / "q")
     assert report.quarantined == {"range:a": 2, "null:a": 1, "not_allowed:c": 1, "regex:code": 1}
     assert report.rows_valid == 1 and good.take_all()[0]["a"] == 1.0
     reasons = sorted(r[REASON] for r in ray.data.read_parquet(str(tmp_path / "q")).take_all())
@@ -65,7 +66,7 @@ def test_rules_quarantine_exact_counts_with_the_first_broken_rule(ray_session, t
 def test_wrong_types_in_a_csv_shard_quarantine_only_those_rows(ray_session, tmp_path):
     (tmp_path / "a.csv").write_text("a,c,y\n1.5,x,0\n2.5,y,1\n")
     (tmp_path / "b.csv").write_text("a,c,y\n3.5,x,0\nabc,y,1\n4.5,x,1\n??,x,0\n")
-    good, report = read_validated(data_cfg(tmp_path, max_bad_fraction=0.5), tmp_path / "q")
+    good, report = validate_data(data_cfg(tmp_path, max_bad_fraction=0.5), tmp_path / "q")
     assert report.quarantined == {"type:a": 2}
     assert sorted(r["a"] for r in good.take_all()) == [1.5, 2.5, 3.5, 4.5]
 
@@ -73,26 +74,26 @@ def test_wrong_types_in_a_csv_shard_quarantine_only_those_rows(ray_session, tmp_
 def test_schema_drift_between_shards_fills_missing_columns_and_drops_extra_ones(ray_session, tmp_path):
     shard(tmp_path / "p0.parquet", 10)
     pq.write_table(pa.table({"a": [1.0, 2.0], "y": [0, 1], "new": ["n", "n"]}), tmp_path / "p1.parquet")
-    good, report = read_validated(data_cfg(tmp_path), tmp_path / "q")
+    good, report = validate_data(data_cfg(tmp_path), tmp_path / "q")
     assert report.rows_valid == 12 and set(report.schema) == {"a", "c", "y"}
-    _, strict = read_validated(data_cfg(tmp_path, columns={"c": {"nullable": False}}, max_bad_fraction=0.5), tmp_path / "q2")
+    _, strict = validate_data(data_cfg(tmp_path, columns={"c": {"nullable": False}}, max_bad_fraction=0.5), tmp_path / "q2")
     assert strict.quarantined == {"null:c": 2}
 
 
 def test_an_all_null_column_is_read_as_float_and_can_be_rejected(ray_session, tmp_path):
     pq.write_table(pa.table({"a": pa.nulls(4), "y": [0, 1, 0, 1]}), tmp_path / "p.parquet")
-    good, report = read_validated(data_cfg(tmp_path), tmp_path / "q")
+    good, report = validate_data(data_cfg(tmp_path), tmp_path / "q")
     assert report.schema["a"] == "double" and report.rows_valid == 4
     with pytest.raises(ValueError, match="data.max_bad_fraction: 4 of 4 rows are invalid"):
-        read_validated(data_cfg(tmp_path, columns={"a": {"nullable": False}}), tmp_path / "q2")
+        validate_data(data_cfg(tmp_path, columns={"a": {"nullable": False}}), tmp_path / "q2")
 
 
 def test_policies_fail_and_drop(ray_session, tmp_path):
     shard(tmp_path / "p.parquet", 20)
     rules = {"a": {"max": 18}}
     with pytest.raises(ValueError, match="data.invalid_rows is 'fail'"):
-        read_validated(data_cfg(tmp_path, columns=rules, invalid_rows="fail"), tmp_path / "q")
-    good, report = read_validated(data_cfg(tmp_path, columns=rules, invalid_rows="drop", max_bad_fraction=0.1), tmp_path / "q")
+        validate_data(data_cfg(tmp_path, columns=rules, invalid_rows="fail"), tmp_path / "q")
+    good, report = validate_data(data_cfg(tmp_path, columns=rules, invalid_rows="drop", max_bad_fraction=0.1), tmp_path / "q")
     assert report.quarantined == {"range:a": 1} and good.count() == 19
     assert report.quarantine_path is None and not (tmp_path / "q").exists()
 
@@ -101,37 +102,25 @@ def test_jsonl_through_a_glob(ray_session, tmp_path):
     (tmp_path / "a.jsonl").write_text('{"a": 1.0, "y": 0}\n{"a": 2.0, "y": 1}\n')
     (tmp_path / "b.jsonl").write_text('{"a": 3.0, "y": 0}\n')
     (tmp_path / "notes.txt").write_text("not data")
-    good, report = read_validated(data_cfg(tmp_path / "*.jsonl"), tmp_path / "q")
+    good, report = validate_data(data_cfg(tmp_path / "*.jsonl"), tmp_path / "q")
     assert report.files == 2 and good.count() == 3
 
 
 def test_empty_inputs_fail_clearly(ray_session, tmp_path):
     (tmp_path / "readme.txt").write_text("no data here")
     with pytest.raises(FileNotFoundError, match="no .parquet, .csv or .jsonl files"):
-        read_validated(data_cfg(tmp_path), tmp_path / "q")
+        validate_data(data_cfg(tmp_path), tmp_path / "q")
     pq.write_table(pa.table({"a": pa.array([], pa.float64()), "y": pa.array([], pa.int64())}), tmp_path / "p.parquet")
     with pytest.raises(ValueError, match="no valid rows"):
-        read_validated(data_cfg(tmp_path), tmp_path / "q")
+        validate_data(data_cfg(tmp_path), tmp_path / "q")
 
 
 def test_fingerprint_follows_content_and_schema(ray_session, tmp_path):
     shard(tmp_path / "p0.parquet", 10)
     shard(tmp_path / "p1.parquet", 10, start=10)
-    first = read_validated(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
-    assert read_validated(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint == first
+    first = validate_data(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
+    assert validate_data(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint == first
     shard(tmp_path / "p1.parquet", 10, start=11)
-    changed = read_validated(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
-    retyped = read_validated(data_cfg(tmp_path, columns={"y": {"type": "float"}}), tmp_path / "q")[1].fingerprint
+    changed = validate_data(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
+    retyped = validate_data(data_cfg(tmp_path, columns={"y": {"type": "float"}}), tmp_path / "q")[1].fingerprint
     assert len({first, changed, retyped}) == 3
-
-
-def test_profile_matches_pandas(ray_session, tmp_path):
-    from raymlp.data.profile import profile
-
-    pq.write_table(pa.table({"a": [1.0, None, 3.0, 8.0], "c": ["x", "y", "x", None]}), tmp_path / "p.parquet")
-    frame = pq.read_table(tmp_path / "p.parquet").to_pandas()
-    prof = profile(ray.data.read_parquet(str(tmp_path)))
-    assert prof["a"]["missing_fraction"] == pytest.approx(0.25)
-    assert prof["a"]["mean"] == pytest.approx(frame["a"].mean()) and prof["a"]["max"] == 8.0
-    assert prof["a"]["std"] == pytest.approx(frame["a"].std(ddof=0))
-    assert prof["c"]["top"] == {"x": 2, "y": 1} and prof["c"]["missing_fraction"] == pytest.approx(0.25)

@@ -1,0 +1,124 @@
+"""The valid rows of a source, as a lazy Ray Dataset that every pass streams through again.
+
+One task per file reads it, checks every row (validate.py), assigns each valid row its split
+(split.py) and drops repeated rows (clean.py). In the first pass it also records the file's outcome
+in the ledger and writes its invalid rows to quarantine; later passes only read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+
+from raymlp.config.schema import DataConfig
+from raymlp.data.clean import KEY, POS, Duplicates, positions, row_keys
+from raymlp.data.sources import SourceFile, read_file
+from raymlp.data.split import SPLIT, TRAIN, SplitRule
+from raymlp.data.validate import (
+    DETAIL,
+    REASON,
+    ROW,
+    SOURCE,
+    RowChecks,
+    conform,
+    file_digest,
+    outcome_of,
+    unreadable,
+    write_quarantine,
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where the first pass reports: the ledger actor, and the quarantine folder (None: drop)."""
+
+    ledger: ray.actor.ActorHandle
+    quarantine_dir: str | None
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Everything a read task needs; shipped with each task, so it stays small (the duplicate
+    table travels as an object reference)."""
+
+    files: tuple[SourceFile, ...]
+    checks: RowChecks
+    label: str
+    dedupe_key: tuple[str, ...] | None = None
+    """Columns whose hash identifies a row for deduplication (None: no deduplication)."""
+    split: SplitRule | None = None
+    """None: every row is train (preprocessing without a hold-out, or before time cutoffs exist)."""
+    duplicates: ray.ObjectRef | None = None
+    record: Record | None = None
+    emit_keys: bool = False
+    """Add the dedupe key hash and row position columns (for finding duplicates)."""
+
+    def dataset(self) -> ray.data.Dataset:
+        items = [{"index": i, "uri": f.uri, "format": f.format} for i, f in enumerate(self.files)]
+        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            self._read, batch_size=1, batch_format="pyarrow"
+        )
+
+    def with_(self, **changes) -> RowSource:
+        return replace(self, **changes)
+
+    def _read(self, item: pa.Table) -> pa.Table:
+        [index], [uri], [fmt] = item["index"].to_pylist(), item["uri"].to_pylist(), item["format"].to_pylist()
+        schema = self.checks.schema
+        try:
+            raw = read_file(SourceFile(uri, fmt))
+        except Exception as e:  # noqa: BLE001 - any read failure quarantines the file, named
+            record, outcome = unreadable(uri, e, schema)
+            self._report(uri, outcome, record)
+            return self._empty()
+        table, reason, detail = conform(raw, self.checks)
+        if self.record is not None:
+            outcome = outcome_of(uri, table.num_rows, reason, table[self.label].combine_chunks())
+            bad = pc.is_valid(reason)
+            rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            invalid = table.append_column(SOURCE, pa.array([uri] * table.num_rows, pa.string()))
+            invalid = invalid.append_column(ROW, rows).append_column(REASON, reason).append_column(DETAIL, detail)
+            self._report(uri, outcome, invalid.filter(bad) if outcome.invalid else None)
+        valid = pc.is_null(reason)
+        pos = positions(index, table.num_rows)
+        if self.dedupe_key is not None and (self.emit_keys or self.duplicates is not None):
+            keys = row_keys(table, list(self.dedupe_key))
+            if self.duplicates is not None:
+                dups: Duplicates = ray.get(self.duplicates)
+                valid = pc.and_(valid, pa.array(dups.keep(keys, pos)))
+            if self.emit_keys:
+                table = table.append_column(KEY, pa.array(keys)).append_column(POS, pa.array(pos))
+        split = np.full(table.num_rows, TRAIN, np.int8) if self.split is None else self.split.assign(table, uri)
+        return table.append_column(SPLIT, pa.array(split)).filter(valid)
+
+    def _report(self, uri: str, outcome, invalid: pa.Table | None) -> None:
+        if self.record is None:
+            return
+        if invalid is not None and self.record.quarantine_dir is not None:
+            write_quarantine(invalid, self.record.quarantine_dir, uri)
+        outcome.sha256 = file_digest(uri)
+        ray.get(self.record.ledger.record.remote(uri, outcome))
+
+    def _empty(self) -> pa.Table:
+        table = self.checks.schema.empty_table()
+        if self.emit_keys:
+            table = table.append_column(KEY, pa.array([], pa.uint64())).append_column(POS, pa.array([], pa.int64()))
+        return table.append_column(SPLIT, pa.array([], pa.int8()))
+
+
+def row_source(files: list[SourceFile], checks: RowChecks, cfg: DataConfig) -> RowSource:
+    """The source before any pass: no split, no known duplicates, nothing recorded yet."""
+    key = None
+    if cfg.dedupe == "key":
+        missing = sorted(set(cfg.dedupe_key) - set(checks.schema.names))
+        if missing:
+            raise ValueError(f"data.dedupe_key: {missing} are not columns of the data; it has {checks.schema.names}")
+        key = tuple(cfg.dedupe_key)
+    elif cfg.dedupe == "exact":
+        key = tuple(checks.schema.names)
+    return RowSource(tuple(files), checks, cfg.label, dedupe_key=key)
