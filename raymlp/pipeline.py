@@ -15,6 +15,7 @@ from typing import Any
 import mlflow
 import ray.train
 
+from raymlp.artifacts import load_bundle
 from raymlp.config import PipelineConfig, save_config, with_values
 from raymlp.data import PreparedData, prepare_data
 from raymlp.data.validate import ValidationReport
@@ -31,6 +32,7 @@ from raymlp.lifecycle.tracking import (
 from raymlp.runtime import cluster_cpus, init_ray
 from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.client import predict
+from raymlp.train.loop import score
 from raymlp.train.trainer import TrainOutcome, fit
 from raymlp.tune import run_search
 
@@ -90,7 +92,7 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
         data = None
         if "data" in stages:
             data = prepare_data(cfg.data, cfg.features, cfg.seed, run_dir / "quarantine")
-            log_data(data.validation, data.profile)
+            log_data(data.validation, data.profile, data.num_rows, data.dropped_features)
             result.validation = data.validation
         candidates = []
         if "train" in stages:
@@ -100,13 +102,16 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
         if candidates:
             pick = min if cfg.tune.mode == "min" else max
             best = pick(candidates, key=lambda c: c.metrics[cfg.tune.metric])
-            result.metrics = best.metrics
+            result.metrics = dict(best.metrics)
             mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
             with best.checkpoint.as_directory() as bundle_dir:
                 log_history(json.loads((Path(bundle_dir) / "metrics.json").read_text())["history"])
+                if data.test is not None:  # the held-out test split, scored once, on the chosen model
+                    result.metrics |= score(load_bundle(Path(bundle_dir)).module, data.test, "test")
+                    mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.startswith("test_")})
                 if "register" in stages:
                     tags = {
-                        **best.metrics,
+                        **result.metrics,
                         "tuned_params": json.dumps(best.params),
                         "run_dir": str(run_dir),
                         "data.fingerprint": data.validation.fingerprint,

@@ -22,6 +22,7 @@ from raymlp.data.aggregates import CrossMoments, Quantiles, Sample
 from raymlp.data.encoders import fit_yeo_johnson, hash_buckets, yeo_johnson
 from raymlp.data.expressions import compile_expression
 from raymlp.data.features import (
+    BATCH_ROWS,
     BucketFeature,
     CategoricalFeature,
     DatetimeFeature,
@@ -169,7 +170,8 @@ def fit_feature_pipeline(
         out[LABEL_CODE] = np.fromiter((label_index[v] for v in batch[label].tolist()), np.int64, len(batch[label]))
         return out
 
-    stats = _expanded(train, roles, label).map_batches(clean, batch_format="numpy").aggregate(*_clean_aggregations(roles, cfg, seed))
+    cleaned = _expanded(train, roles, label).map_batches(clean, batch_format="numpy", batch_size=BATCH_ROWS)
+    stats = cleaned.aggregate(*_clean_aggregations(roles, cfg, seed))
     numeric = []
     for f in cleaners:
         if f.name in cfg.power:
@@ -214,7 +216,7 @@ def _expanded(train: ray.data.Dataset, roles: Roles, label: str) -> ray.data.Dat
             table = table.append_column(name, pa.array(values, pa.float64(), from_pandas=True))
         return table
 
-    return train.select_columns(columns).map_batches(expand, batch_format="pyarrow")
+    return train.select_columns(columns).map_batches(expand, batch_format="pyarrow", batch_size=BATCH_ROWS)
 
 
 def _raw_aggregations(roles: Roles, cfg: FeaturesConfig) -> list[Any]:

@@ -21,7 +21,7 @@ import ray.data
 
 from raymlp.config.schema import DataConfig, FeaturesConfig
 from raymlp.data.clean import KEY, POS, find_duplicates
-from raymlp.data.features import FeaturePipeline
+from raymlp.data.features import BATCH_ROWS, FeaturePipeline
 from raymlp.data.fit import Fitted, Roles, fit_feature_pipeline, raw_statistics, resolve_roles
 from raymlp.data.profile import build_profile, profile_summary
 from raymlp.data.rows import Record, RowSource, row_source
@@ -135,7 +135,7 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
     # Materialize: the splits are re-read every epoch and by every trial, and a streaming read
     # competing with training workers for the same CPUs can stall them (see RAY_NOTES).
     rows = fit.source.dataset()
-    ready = rows.map_batches(transform, batch_format="numpy").materialize()
+    ready = rows.map_batches(transform, batch_format="numpy", batch_size=BATCH_ROWS).materialize()
     splits = {
         name: ready.filter(expr=f"{SPLIT} == {code}").drop_columns([SPLIT]).materialize()
         for code, name in NAMES.items()
@@ -167,7 +167,8 @@ def preprocess_to_parquet(
     inputs (`x`, `y`) as parquet, streaming. What `benchmarks/data_preprocess.py` measures."""
     fit = fit_data(data, features, seed, quarantine_dir, hold_out=False)
     pipeline = fit.fitted.pipeline
-    fit.source.dataset().map_batches(pipeline.transform_xy, batch_format="numpy").write_parquet(out)
+    rows = fit.source.dataset()
+    rows.map_batches(pipeline.transform_xy, batch_format="numpy", batch_size=BATCH_ROWS).write_parquet(out)
     return fit.passes.validated()
 
 

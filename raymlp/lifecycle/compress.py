@@ -20,7 +20,7 @@ from torch import nn
 from raymlp.artifacts import ModelSpec, bundle_size_bytes, load_bundle, save_bundle
 from raymlp.config.schema import CompressConfig
 from raymlp.lifecycle.quantize import quantize
-from raymlp.train.loop import BATCH_DTYPES, evaluate, summarize
+from raymlp.train.loop import score
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def compress_bundle(
     fp32 = load_bundle(bundle_dir)
     int8 = quantize(copy.deepcopy(fp32.module), cfg.scheme)
     spec = ModelSpec(fp32.spec.model, fp32.spec.input_dim, fp32.spec.num_classes, quantization=cfg.scheme)
-    before, after = _score(fp32.module, valid, metric), _score(int8, valid, metric)
+    before, after = score(fp32.module, valid, "valid")[metric], score(int8, valid, "valid")[metric]
     drop = before - after if mode == "max" else after - before
     save_bundle(out_dir, spec, int8, fp32.features, {**fp32.metrics, metric: after})
     sample = torch.randn(256, fp32.spec.input_dim)
@@ -72,12 +72,6 @@ def compress_bundle(
     )
     log.info("compress: %s", report)
     return report
-
-
-def _score(module: nn.Module, valid: ray.data.Dataset, metric: str) -> float:
-    cpu = torch.device("cpu")
-    sums = evaluate(module, valid.iter_torch_batches(batch_size=4096, dtypes=BATCH_DTYPES), cpu)
-    return summarize(sums, "valid")[metric]
 
 
 @torch.no_grad()

@@ -64,13 +64,20 @@ def log_history(history: list[dict[str, float]]) -> None:
         mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
 
-def log_data(report: ValidationReport, profile: Mapping[str, Any]) -> None:
-    """Row counts by outcome as metrics, the fingerprint as a tag for lineage, and the validation
-    report (schema, reasons, unreadable files) and data profile as JSON artifacts."""
-    mlflow.log_metrics(report.as_metrics())
+def log_data(
+    report: ValidationReport,
+    profile: Mapping[str, Any],
+    split_rows: Mapping[str, int],
+    dropped_features: Mapping[str, str],
+) -> None:
+    """Row counts by outcome and split as metrics, the fingerprint as a tag for lineage, and the
+    validation report (schema, reasons, unreadable files), the data profile and the inputs feature
+    selection dropped (with why) as JSON artifacts."""
+    mlflow.log_metrics(report.as_metrics() | {f"data.rows_{split}": n for split, n in split_rows.items()})
     mlflow.set_tag("data.fingerprint", report.fingerprint)
     mlflow.log_dict(dataclasses.asdict(report), "data/validation.json")
     mlflow.log_dict(dict(profile), "data/profile.json")
+    mlflow.log_dict(dict(dropped_features), "data/dropped_features.json")
 
 
 def log_trial(trial_id: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:

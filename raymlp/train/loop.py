@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -80,6 +81,12 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], devic
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)
     return sums
+
+
+def score(model: nn.Module, ds: ray.data.Dataset, prefix: str) -> dict[str, float]:
+    """Loss and accuracy of `model` over a whole model-ready dataset, in the calling process."""
+    cpu = torch.device("cpu")
+    return summarize(evaluate(model, ds.iter_torch_batches(batch_size=4096, dtypes=BATCH_DTYPES), cpu), prefix)
 
 
 def summarize(sums: torch.Tensor, prefix: str) -> dict[str, float]:
