@@ -6,7 +6,7 @@ Generates N rows (20 numeric columns with 1% nulls and 0.5% outliers, 3 categori
 parquet shards, then runs, each in its own process: (floor) pyarrow reads the shards and writes
 them back; (pandas) the same transforms by hand in one process; (raymlp) read -> validate ->
 impute -> cap -> scale -> one-hot -> write through Ray Data. Prints and saves JSON with rows/s,
-ratios and the peak resident memory of each process tree.
+ratios and the peak memory (PSS) of each process tree.
 """
 
 from __future__ import annotations
@@ -86,48 +86,54 @@ MODES = {"floor": run_floor, "pandas": run_pandas, "raymlp": run_raymlp}
 
 def measure(mode: str, src: Path) -> dict[str, float]:
     """Run one mode in a fresh process: its work time (raymlp's excludes starting and stopping Ray,
-    which `process_seconds` includes) and its peak RSS summed over the process tree."""
+    which `process_seconds` includes) and its peak memory (PSS) over the process tree."""
     with tempfile.TemporaryDirectory() as dst:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, __file__, "--only", mode, "--src", str(src), "--dst", dst])
         peak = 0
         while proc.poll() is None:
-            peak = max(peak, _tree_rss(proc.pid))
+            peak = max(peak, _tree_memory(proc.pid))
             time.sleep(0.2)
         total = time.perf_counter() - start
         if proc.returncode:
             raise RuntimeError(f"{mode} failed with exit code {proc.returncode}")
         work_file = Path(dst, "work_seconds")
         work = float(work_file.read_text()) if work_file.exists() else total
-        return {"seconds": work, "process_seconds": total, "peak_rss_mib": peak / 2**20}
+        return {"seconds": work, "process_seconds": total, "peak_pss_mib": peak / 2**20}
 
 
-def _tree_rss(root: int) -> int:
+def _tree_memory(root: int) -> int:
+    """Proportional set size (PSS) summed over the process tree: shared pages, such as Ray's
+    object store mapped by every worker, count once in total rather than once per process."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = Path(entry.path, "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid = int(entry.name)
-        children.setdefault(int(fields["PPid"]), []).append(pid)
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+        if entry.name.isdigit():
+            try:
+                status = Path(entry.path, "status").read_text()
+            except OSError:
+                continue
+            ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+            children.setdefault(ppid, []).append(int(entry.name))
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        total += _pss(pid)
         stack += children.get(pid, [])
     return total
+
+
+def _pss(pid: int) -> int:
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:")), 0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--rows-per-shard", type=int, default=250_000, help="fixed, so memory compares across N")
     parser.add_argument("--only", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dst", type=Path, help=argparse.SUPPRESS)
@@ -137,8 +143,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "data"
-        generate(src, args.rows, args.shards)
-        rows = (args.rows // args.shards) * args.shards
+        shards = max(1, args.rows // args.rows_per_shard)
+        generate(src, args.rows, shards)
+        rows = (args.rows // shards) * shards
         runs = {mode: measure(mode, src) for mode in MODES}
     for run in runs.values():
         run["rows_per_s"] = rows / run["seconds"]

@@ -12,14 +12,25 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray.data
 from datasketches import kll_doubles_sketch
-from ray.data.aggregate import AggregateFnV2
+from ray.data.aggregate import AggregateFn, AggregateFnV2
 from ray.data.block import BlockAccessor
+from ray.data.context import ShuffleStrategy
 
 from raymlp.data.selection import Moments
 
 SKETCH_K = 800
 """KLL accuracy parameter: quantile rank error about 0.3% at any size, exact below ~800 values."""
+
+
+def aggregate(ds: ray.data.Dataset, *aggs: AggregateFn) -> dict[str, Any]:
+    """`ds.aggregate(*aggs)` planned as map tasks and one reduce task. Ray 2.60's default plan
+    (SHUFFLE_V2) runs a global aggregation through a hash shuffle and made each fitting pass ~5x
+    slower on 2 cores (6.3 s against 1.3 s for 1M rows x 23 columns). The setting goes on `ds`'s
+    context, which datasets derived from the same source share."""
+    ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    return ds.aggregate(*aggs)
 
 
 def _column(block: Any, name: str) -> np.ndarray:

@@ -18,7 +18,7 @@ import ray.data
 from ray.data.aggregate import Count, Max, Mean, Min, Std, ValueCounter
 
 from raymlp.config.schema import FeaturesConfig
-from raymlp.data.aggregates import CrossMoments, Quantiles, Sample
+from raymlp.data.aggregates import CrossMoments, Quantiles, Sample, aggregate
 from raymlp.data.encoders import fit_yeo_johnson, hash_buckets, yeo_johnson
 from raymlp.data.expressions import compile_expression
 from raymlp.data.features import (
@@ -30,6 +30,7 @@ from raymlp.data.features import (
     FeaturePipeline,
     HashedFeature,
     NumericFeature,
+    category_text,
 )
 from raymlp.data.selection import correlation_keep, model_importance, mutual_information, top_k, variance_keep
 
@@ -134,15 +135,24 @@ class Fitted:
 
 def fit_dataset(ds: ray.data.Dataset, label: str, cfg: FeaturesConfig, seed: int = 0) -> Fitted:
     """Fit on any dataset of clean rows, all of them train: for drivers that bring their own data."""
-    roles = resolve_roles(ds.schema().base_schema, label, cfg)
-    raw = raw_statistics(ds, roles, cfg, label) | ds.aggregate(ValueCounter(label, alias_name="labels"))
+    roles = resolve_roles(_arrow_schema(ds), label, cfg)
+    raw = raw_statistics(ds, roles, cfg, label) | aggregate(ds, ValueCounter(label, alias_name="labels"))
     classes = sorted(v.item() if hasattr(v, "item") else v for v in raw["labels"]["values"] if v is not None)
     return fit_feature_pipeline(ds, raw, classes, label, roles, cfg, seed)
 
 
+def _arrow_schema(ds: ray.data.Dataset) -> pa.Schema:
+    """`ds`'s schema in Arrow types, also when its blocks are pandas (`from_pandas`), whose object
+    columns are taken as text."""
+    schema = ds.schema()
+    if isinstance(schema.base_schema, pa.Schema):
+        return schema.base_schema
+    return pa.schema([(n, t if isinstance(t, pa.DataType) else pa.string()) for n, t in zip(schema.names, schema.types)])
+
+
 def raw_statistics(train: ray.data.Dataset, roles: Roles, cfg: FeaturesConfig, label: str) -> dict[str, Any]:
     """The first pass: statistics of the raw (and derived) inputs on `train`, the valid train rows."""
-    return _expanded(train, roles, label).aggregate(*_raw_aggregations(roles, cfg))
+    return aggregate(_expanded(train, roles, label), *_raw_aggregations(roles, cfg))
 
 
 def fit_feature_pipeline(
@@ -161,17 +171,19 @@ def fit_feature_pipeline(
     hashed = [HashedFeature(c, n) for c, n in roles.hashed.items()]
     buckets = [BucketFeature(c, _edges(c, spec, raw)) for c, spec in cfg.bucketize.items()]
 
-    label_index = {c: i for i, c in enumerate(classes)}
+    sampled = bool(cfg.power or cfg.select.top_k)
+    codes = FeaturePipeline(label=label, classes=classes)
 
-    def clean(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def clean(batch: pa.Table) -> dict[str, np.ndarray]:
         out = {f.name: f.clean(batch[f.name]) for f in cleaners}
-        out |= {c.name: c.codes(batch[c.name]).astype(np.float64) for c in categorical}
-        out |= {h.name: hash_buckets(batch[h.name], h.buckets).astype(np.float64) for h in hashed}
-        out[LABEL_CODE] = np.fromiter((label_index[v] for v in batch[label].tolist()), np.int64, len(batch[label]))
+        if sampled:  # encoded inputs and labels only feed the sample
+            out |= {c.name: c.codes(batch[c.name]).astype(np.float64) for c in categorical}
+            out |= {h.name: hash_buckets(batch[h.name], h.buckets).astype(np.float64) for h in hashed}
+            out[LABEL_CODE] = codes.encode_labels(batch[label])
         return out
 
-    cleaned = _expanded(train, roles, label).map_batches(clean, batch_format="numpy", batch_size=BATCH_ROWS)
-    stats = cleaned.aggregate(*_clean_aggregations(roles, cfg, seed))
+    cleaned = _expanded(train, roles, label).map_batches(clean, batch_format="pyarrow", batch_size=BATCH_ROWS)
+    stats = aggregate(cleaned, *_clean_aggregations(roles, cfg, seed))
     numeric = []
     for f in cleaners:
         if f.name in cfg.power:
@@ -273,10 +285,8 @@ def _cleaner(c: str, raw: dict[str, Any], cfg: FeaturesConfig) -> NumericFeature
 def _categories(c: str, raw: dict[str, Any], cfg: FeaturesConfig, encoding: str) -> CategoricalFeature:
     """One-hot keeps the `max_categories` most frequent values (sorted); ordinal keeps them all."""
     counts = raw[f"counts:{c}"] or {"values": [], "counts": []}
-    ranked = sorted(
-        ((n, str(v)) for v, n in zip(counts["values"], counts["counts"]) if v is not None),
-        key=lambda item: (-item[0], item[1]),
-    )
+    text = category_text(counts["values"]).to_pylist()
+    ranked = sorted(((n, v) for v, n in zip(text, counts["counts"]) if v is not None), key=lambda item: (-item[0], item[1]))
     kept = ranked if encoding == "ordinal" else ranked[: cfg.max_categories]
     fill = ranked[0][1] if ranked and cfg.impute_categorical == "mode" else None
     return CategoricalFeature(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import ray
 import ray.data
 
@@ -129,13 +130,13 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
     profile = build_profile(fit.fitted.raw_stats, fit.roles, report.labels)
     log.info("data profile (train split):\n%s", profile_summary(profile))
 
-    def transform(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return pipeline.transform_xy(batch) | {SPLIT: batch[SPLIT]}
+    def transform(batch: pa.Table) -> dict[str, np.ndarray]:
+        return pipeline.transform_xy(batch) | {SPLIT: batch[SPLIT].to_numpy()}
 
     # Materialize: the splits are re-read every epoch and by every trial, and a streaming read
     # competing with training workers for the same CPUs can stall them (see RAY_NOTES).
     rows = fit.source.dataset()
-    ready = rows.map_batches(transform, batch_format="numpy", batch_size=BATCH_ROWS).materialize()
+    ready = rows.map_batches(transform, batch_format="pyarrow", batch_size=BATCH_ROWS).materialize()
     splits = {
         name: ready.filter(expr=f"{SPLIT} == {code}").drop_columns([SPLIT]).materialize()
         for code, name in NAMES.items()
@@ -163,12 +164,13 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
 def preprocess_to_parquet(
     data: DataConfig, features: FeaturesConfig, out: str, quarantine_dir: Path, seed: int = 0
 ) -> ValidationReport:
-    """Batch feature engineering: validate, fit the transform on every valid row, and write model
-    inputs (`x`, `y`) as parquet, streaming. What `benchmarks/data_preprocess.py` measures."""
+    """Batch feature engineering: validate, fit the transform on every valid row, and write the
+    model inputs as parquet, one float32 column per output feature plus `y`, streaming. What
+    `benchmarks/data_preprocess.py` measures."""
     fit = fit_data(data, features, seed, quarantine_dir, hold_out=False)
     pipeline = fit.fitted.pipeline
     rows = fit.source.dataset()
-    rows.map_batches(pipeline.transform_xy, batch_format="numpy", batch_size=BATCH_ROWS).write_parquet(out)
+    rows.map_batches(pipeline.transform_columns, batch_format="pyarrow", batch_size=None).write_parquet(out)
     return fit.passes.validated()
 
 

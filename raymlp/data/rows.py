@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.data
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
 from raymlp.config.schema import DataConfig
 from raymlp.data.clean import KEY, POS, Duplicates, positions, row_keys
@@ -59,19 +61,19 @@ class RowSource:
     """Add the dedupe key hash and row position columns (for finding duplicates)."""
 
     def dataset(self) -> ray.data.Dataset:
-        items = [{"index": i, "uri": f.uri, "format": f.format} for i, f in enumerate(self.files)]
-        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            self._read, batch_size=1, batch_format="pyarrow"
-        )
+        """One read task per file: a fused downstream map can never bundle several files into one
+        task, as it did when the files were items of a `map_batches` (batch sizes bundle inputs)."""
+        return ray.data.read_datasource(_Files(self), override_num_blocks=len(self.files))
 
     def with_(self, **changes) -> RowSource:
         return replace(self, **changes)
 
-    def _read(self, item: pa.Table) -> pa.Table:
-        [index], [uri], [fmt] = item["index"].to_pylist(), item["uri"].to_pylist(), item["format"].to_pylist()
+    def read(self, index: int) -> pa.Table:
+        """The valid rows of file `index`, with their split."""
+        uri = self.files[index].uri
         schema = self.checks.schema
         try:
-            raw = read_file(SourceFile(uri, fmt))
+            raw = read_file(self.files[index])
         except Exception as e:  # noqa: BLE001 - any read failure quarantines the file, named
             record, outcome = unreadable(uri, e, schema)
             self._report(uri, outcome, record)
@@ -122,3 +124,21 @@ def row_source(files: list[SourceFile], checks: RowChecks, cfg: DataConfig) -> R
     elif cfg.dedupe == "exact":
         key = tuple(checks.schema.names)
     return RowSource(tuple(files), checks, cfg.label, dedupe_key=key)
+
+
+class _Files(Datasource):
+    def __init__(self, source: RowSource):
+        self.source = source
+
+    def estimate_inmemory_data_size(self) -> None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        return [
+            ReadTask(
+                lambda index=index: [self.source.read(index)],
+                BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(f.uri,)),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for index, f in enumerate(self.source.files)
+        ]

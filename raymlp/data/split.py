@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
-from ray.data.aggregate import ApproximateQuantile
 
 from raymlp.config.schema import DataConfig
+from raymlp.data.aggregates import Quantiles, aggregate
 
 SPLIT = "_raymlp_split"
 TRAIN, VALID, TEST = 0, 1, 2
@@ -65,7 +65,7 @@ def fit_time_split(rows: ray.data.Dataset, cfg: DataConfig) -> TimeSplit:
     seconds = rows.select_columns([column]).map_batches(
         lambda t: pa.table({column: as_seconds(t[column])}), batch_format="pyarrow"
     )
-    cuts = seconds.aggregate(ApproximateQuantile(column, [valid_q, test_q], alias_name="cuts"))["cuts"]
+    cuts = aggregate(seconds, Quantiles(column, [valid_q, test_q], alias_name="cuts"))["cuts"]
     return TimeSplit(column, valid_from=float(cuts[0]), test_from=float(cuts[1]) if cfg.test_fraction else np.inf)
 
 

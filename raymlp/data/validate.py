@@ -130,14 +130,7 @@ class RowChecks:
 def target_schema(files: list[SourceFile], columns: dict[str, ColumnSpec]) -> pa.Schema:
     """The first readable file's schema, with configured types applied (and all-null columns as
     float). Every file is conformed to it."""
-    for source in files:
-        try:
-            inferred = read_schema(source)
-            break
-        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
-            continue
-    else:
-        raise ValueError(f"data.path: none of the {len(files)} files can be read (first: {files[0].uri})")
+    inferred = _first_schema(files)
     fields = {f.name: pa.float64() if pa.types.is_null(f.type) else _normalize(f.type) for f in inferred}
     for name, spec in columns.items():
         if spec.type:
@@ -145,6 +138,19 @@ def target_schema(files: list[SourceFile], columns: dict[str, ColumnSpec]) -> pa
         elif name not in fields:
             raise ValueError(f"data.columns.{name}: not in {files[0].uri}; give its `type` so other files can supply it")
     return pa.schema(fields.items())
+
+
+def _first_schema(files: list[SourceFile]) -> pa.Schema:
+    """The first file whose schema reads from its footer or first block; failing that, the first
+    file read whole. A CSV or JSON file whose first block mixes types ("n/a" among numbers) is
+    readable, re-read untyped (see sources.read_file), so dirty exports still give a schema."""
+    for read in (read_schema, lambda source: read_file(source).schema):
+        for source in files:
+            try:
+                return read(source)
+            except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+                continue
+    raise ValueError(f"data.path: none of the {len(files)} files can be read (first: {files[0].uri})")
 
 
 def checks_for(cfg: DataConfig, schema: pa.Schema) -> RowChecks:
