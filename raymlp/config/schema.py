@@ -122,8 +122,8 @@ class FeaturesConfig(Section):
     """Categorical input columns, one-hot encoded. Unset: every string or bool column but the label
     and the columns given another encoding."""
     ordinal: list[str] = Field(default_factory=list)
-    """Categorical inputs encoded as one integer code each (sorted categories; missing or unseen
-    values are -1), for high-cardinality ordered values."""
+    """Categorical inputs encoded as one integer code each (sorted categories; unseen values are
+    -1, and missing ones too unless `impute_categorical: mode` fills them), for ordered values."""
     hashed: dict[str, PositiveInt] = Field(default_factory=dict)
     """Categorical inputs hashed into this many one-hot buckets (stable across machines), for
     open-ended vocabularies such as ids or merchant codes."""

@@ -17,6 +17,7 @@ import pyarrow as pa
 import ray
 import ray.data
 from ray.data.aggregate import Count, Min
+from ray.data.context import ShuffleStrategy
 
 KEY = "_raymlp_key"
 POS = "_raymlp_pos"
@@ -41,9 +42,10 @@ class Duplicates:
 
 
 def row_keys(table: pa.Table, columns: list[str]) -> np.ndarray:
-    """A stable 64-bit hash of `columns` per row (pandas' fixed-key SipHash, the same on every machine)."""
+    """A stable 64-bit hash of `columns` per row (pandas' fixed-key SipHash, the same on every
+    machine), as int64: Ray's sort-based grouping cannot sort unsigned keys."""
     frame = table.select(columns).to_pandas()
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64).view(np.int64)
 
 
 def positions(file_index: int, rows: int) -> np.ndarray:
@@ -52,18 +54,21 @@ def positions(file_index: int, rows: int) -> np.ndarray:
 
 
 def find_duplicates(keyed: ray.data.Dataset, partitions: int) -> Duplicates:
-    """Group rows of (KEY, POS) by key; `partitions` sizes the hash shuffle."""
+    """Group rows of (KEY, POS) by key; `partitions` sizes the shuffle. Sort-based, like every
+    aggregation here (see aggregates.aggregate): Ray's hash shuffle starts aggregator actors and
+    took ~11 s even on a few hundred rows."""
+    keyed.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     groups = keyed.groupby(KEY, num_partitions=partitions).aggregate(
         Count(alias_name="n"), Min(POS, alias_name="first")
     )
     repeated = groups.filter(expr="n > 1").to_arrow_refs()
     tables = [t for t in ray.get(repeated) if t.num_rows]
     if not tables:
-        return Duplicates(np.empty(0, np.uint64), np.empty(0, np.int64), 0)
+        return Duplicates(np.empty(0, np.int64), np.empty(0, np.int64), 0)
     table = pa.concat_tables(tables).sort_by(KEY)
     counts = table["n"].to_numpy()
     return Duplicates(
-        keys=table[KEY].to_numpy().astype(np.uint64),
+        keys=table[KEY].to_numpy().astype(np.int64),
         first=table["first"].to_numpy().astype(np.int64),
         dropped=int(counts.sum() - len(counts)),
     )

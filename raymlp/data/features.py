@@ -210,7 +210,8 @@ class FeaturePipeline:
     def expand(self, columns: Mapping[str, Any]) -> dict[str, Any]:
         """`columns` plus the derived and datetime columns computed from them."""
         names = columns.column_names if isinstance(columns, pa.Table) else list(columns)
-        return {c: columns[c] for c in names} | self.computed(columns)
+        raw = {c: columns[c] for c in names}  # a dict: expressions look columns up by name, which a Table cannot
+        return raw | self.computed(raw)
 
     def transform(self, columns: Mapping[str, Any], order: Literal["C", "F"] = "C") -> np.ndarray:
         """Raw columns (name -> array-like or Arrow array, equal lengths) to a float32 matrix

@@ -369,9 +369,9 @@ def _select(roles: Roles, cfg: FeaturesConfig, stats: dict[str, Any], seed: int)
         numeric = kept
     if select.top_k is not None:
         candidates = numeric + roles.categories + list(roles.hashed)
-        sample = stats["sample"]
-        x = np.column_stack([np.nan_to_num(sample[c].astype(np.float64)) for c in candidates])
-        y = sample[LABEL_CODE]
+        sample = stats["sample"]  # lists, not arrays: an aggregation's result comes back through an Arrow row
+        x = np.column_stack([np.nan_to_num(np.asarray(sample[c], dtype=np.float64)) for c in candidates])
+        y = np.asarray(sample[LABEL_CODE], dtype=np.int64)
         discrete = [c not in numeric for c in candidates]
         if select.method == "mutual_info":
             scores = mutual_information(x, y, discrete, "classification", seed)

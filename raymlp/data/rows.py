@@ -109,7 +109,7 @@ class RowSource:
     def _empty(self) -> pa.Table:
         table = self.checks.schema.empty_table()
         if self.emit_keys:
-            table = table.append_column(KEY, pa.array([], pa.uint64())).append_column(POS, pa.array([], pa.int64()))
+            table = table.append_column(KEY, pa.array([], pa.int64())).append_column(POS, pa.array([], pa.int64()))
         return table.append_column(SPLIT, pa.array([], pa.int8()))
 
 
