@@ -89,12 +89,16 @@ class Sample(AggregateFnV2):
         take_new = min(_size(new), self._rows - take_current)
         rng = np.random.default_rng([self._seed, total])
         picks = [np.sort(rng.permutation(_size(acc))[:k]) for acc, k in ((current, take_current), (new, take_new))]
-        data = {c: np.concatenate([current["data"][c][picks[0]], new["data"][c][picks[1]]]) for c in self._columns}
+        # Accumulators travel between tasks as Arrow rows, so their arrays may come back as lists.
+        data = {
+            c: np.concatenate([np.asarray(current["data"][c])[picks[0]], np.asarray(new["data"][c])[picks[1]]])
+            for c in self._columns
+        }
         return {"n": total, "data": data}
 
     def finalize(self, accumulator: dict[str, Any]) -> dict[str, np.ndarray]:  # type: ignore[override]
-        data = accumulator["data"]
-        return data if data is not None else {c: np.empty(0) for c in self._columns}
+        data = accumulator["data"] or {}
+        return {c: np.asarray(data.get(c, [])) for c in self._columns}
 
 
 def _size(accumulator: dict[str, Any]) -> int:

@@ -28,9 +28,6 @@ from raymlp.data.encoders import (
 from raymlp.data.expressions import compile_expression
 
 FORMAT_VERSION = 2
-BATCH_ROWS = 16384
-"""Rows per vectorised batch in Ray Data maps: enough to amortise the per-call Python work, few
-enough to stay in cache (Ray's default of 1024 spends more time in overhead than in numpy)."""
 
 
 @dataclass(frozen=True)

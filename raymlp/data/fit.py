@@ -22,7 +22,6 @@ from raymlp.data.aggregates import CrossMoments, Quantiles, Sample, aggregate
 from raymlp.data.encoders import fit_yeo_johnson, hash_buckets, yeo_johnson
 from raymlp.data.expressions import compile_expression
 from raymlp.data.features import (
-    BATCH_ROWS,
     BucketFeature,
     CategoricalFeature,
     DatetimeFeature,
@@ -182,7 +181,7 @@ def fit_feature_pipeline(
             out[LABEL_CODE] = codes.encode_labels(batch[label])
         return out
 
-    cleaned = _expanded(train, roles, label).map_batches(clean, batch_format="pyarrow", batch_size=BATCH_ROWS)
+    cleaned = _expanded(train, roles, label).map_batches(clean, batch_format="pyarrow", batch_size=None)
     stats = aggregate(cleaned, *_clean_aggregations(roles, cfg, seed))
     numeric = []
     for f in cleaners:
@@ -228,7 +227,7 @@ def _expanded(train: ray.data.Dataset, roles: Roles, label: str) -> ray.data.Dat
             table = table.append_column(name, pa.array(values, pa.float64(), from_pandas=True))
         return table
 
-    return train.select_columns(columns).map_batches(expand, batch_format="pyarrow", batch_size=BATCH_ROWS)
+    return train.select_columns(columns).map_batches(expand, batch_format="pyarrow", batch_size=None)
 
 
 def _raw_aggregations(roles: Roles, cfg: FeaturesConfig) -> list[Any]:

@@ -7,6 +7,7 @@ in the ledger and writes its invalid rows to quarantine; later passes only read.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,17 +20,13 @@ from ray.data.datasource import Datasource, ReadTask
 
 from raymlp.config.schema import DataConfig
 from raymlp.data.clean import KEY, POS, Duplicates, positions, row_keys
-from raymlp.data.sources import SourceFile, read_file
+from raymlp.data.sources import SourceFile, parse_file, read_bytes
 from raymlp.data.split import SPLIT, TRAIN, SplitRule
 from raymlp.data.validate import (
-    DETAIL,
-    REASON,
-    ROW,
-    SOURCE,
     RowChecks,
     conform,
-    file_digest,
     outcome_of,
+    quarantine_rows,
     unreadable,
     write_quarantine,
 )
@@ -70,22 +67,21 @@ class RowSource:
 
     def read(self, index: int) -> pa.Table:
         """The valid rows of file `index`, with their split."""
-        uri = self.files[index].uri
-        schema = self.checks.schema
+        source = self.files[index]
+        uri, schema = source.uri, self.checks.schema
         try:
-            raw = read_file(self.files[index])
+            content = read_bytes(source)
+            raw = parse_file(content, source.format)
         except Exception as e:  # noqa: BLE001 - any read failure quarantines the file, named
             record, outcome = unreadable(uri, e, schema)
+            outcome.sha256 = hashlib.sha256(outcome.error.encode()).hexdigest()  # still changes the fingerprint
             self._report(uri, outcome, record)
             return self._empty()
         table, reason, detail = conform(raw, self.checks)
         if self.record is not None:
             outcome = outcome_of(uri, table.num_rows, reason, table[self.label].combine_chunks())
-            bad = pc.is_valid(reason)
-            rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
-            invalid = table.append_column(SOURCE, pa.array([uri] * table.num_rows, pa.string()))
-            invalid = invalid.append_column(ROW, rows).append_column(REASON, reason).append_column(DETAIL, detail)
-            self._report(uri, outcome, invalid.filter(bad) if outcome.invalid else None)
+            outcome.sha256 = hashlib.sha256(content).hexdigest()
+            self._report(uri, outcome, quarantine_rows(table, reason, detail, uri) if outcome.invalid else None)
         valid = pc.is_null(reason)
         pos = positions(index, table.num_rows)
         if self.dedupe_key is not None and (self.emit_keys or self.duplicates is not None):
@@ -103,7 +99,6 @@ class RowSource:
             return
         if invalid is not None and self.record.quarantine_dir is not None:
             write_quarantine(invalid, self.record.quarantine_dir, uri)
-        outcome.sha256 = file_digest(uri)
         ray.get(self.record.ledger.record.remote(uri, outcome))
 
     def _empty(self) -> pa.Table:

@@ -66,21 +66,30 @@ def list_files(cfg: DataConfig) -> list[SourceFile]:
 
 
 def read_file(source: SourceFile) -> pa.Table:
-    """The whole file as an Arrow table; raises on a corrupt or unreadable file.
+    """The whole file as an Arrow table; raises on a corrupt or unreadable file."""
+    return parse_file(read_bytes(source), source.format)
+
+
+def read_bytes(source: SourceFile) -> bytes:
+    """The file's content, read once: parsed from memory and hashed for the fingerprint."""
+    fs, path = pa_fs.FileSystem.from_uri(source.uri)
+    with fs.open_input_file(path) as f:
+        return f.read()
+
+
+def parse_file(raw: bytes, fmt: str) -> pa.Table:
+    """Parse a file's bytes; raises on corrupt content.
 
     CSV and JSON readers infer a column's type from the first block and fail the whole file on a
     later value of another type ("n/a" in a number column). Such a file is re-read untyped (CSV as
     text, JSON through pandas) so that validation can quarantine the offending rows alone.
     """
-    fs, path = pa_fs.FileSystem.from_uri(source.uri)
-    if source.format == "parquet":
-        return pq.read_table(path, filesystem=fs)
-    with fs.open_input_file(path) as f:
-        raw = f.read()
+    if fmt == "parquet":
+        return pq.read_table(pa.BufferReader(raw))
     try:
-        return _parse_text(raw, source.format)
+        return _parse_text(raw, fmt)
     except pa.ArrowInvalid:
-        return _parse_untyped(raw, source.format)
+        return _parse_untyped(raw, fmt)
 
 
 def _parse_text(raw: bytes, fmt: str) -> pa.Table:

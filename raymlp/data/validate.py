@@ -201,6 +201,18 @@ def unreadable(uri: str, error: Exception, schema: pa.Schema) -> tuple[pa.Table,
     return record, FileOutcome(error=message)
 
 
+def quarantine_rows(table: pa.Table, reason: pa.Array, detail: pa.Array, uri: str) -> pa.Table:
+    """The invalid rows of a conformed file, with where they came from and why."""
+    bad = pc.is_valid(reason)
+    rows = table.filter(bad)
+    return (
+        rows.append_column(SOURCE, pa.array([uri] * rows.num_rows, pa.string()))
+        .append_column(ROW, pa.array(np.flatnonzero(bad.to_numpy(zero_copy_only=False)), pa.int64()))
+        .append_column(REASON, reason.filter(bad))
+        .append_column(DETAIL, detail.filter(bad))
+    )
+
+
 def write_quarantine(rows: pa.Table, quarantine_dir: str, uri: str) -> None:
     """One parquet file per source file, named after it; written whole then renamed, so a retried
     task replaces it rather than adding a second copy."""
@@ -209,21 +221,6 @@ def write_quarantine(rows: pa.Table, quarantine_dir: str, uri: str) -> None:
     tmp = os.path.join(quarantine_dir, f".{name}.tmp")
     pq.write_table(rows, tmp)
     os.replace(tmp, os.path.join(quarantine_dir, name))
-
-
-def file_digest(uri: str) -> str:
-    """SHA-256 of the file's bytes (or of its read error), streamed."""
-    import pyarrow.fs as pa_fs
-
-    fs, path = pa_fs.FileSystem.from_uri(uri)
-    digest = hashlib.sha256()
-    try:
-        with fs.open_input_stream(path) as stream:
-            while chunk := stream.read(1 << 22):
-                digest.update(chunk)
-    except OSError as e:  # an unreadable file still changes the fingerprint, by its error
-        digest.update(f"unreadable: {e}".encode())
-    return digest.hexdigest()
 
 
 def build_report(
