@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
-sys.path.insert(0, str(QUICKSTART))  # generate_data is an example script, not part of the package
+
+
+def example_generator(example: str) -> ModuleType:
+    """An example's generate_data.py, imported under its own name: every example has a module of
+    that name, so a plain import would hand one example's generator to the other's tests."""
+    spec = importlib.util.spec_from_file_location(f"{example}_generate_data", REPO / "examples" / example / "generate_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
@@ -39,10 +49,8 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def quickstart_data(tmp_path_factory) -> Path:
-    from generate_data import write_shards
-
     out = tmp_path_factory.mktemp("quickstart") / "data"
-    write_shards(out, rows=1500, shards=3, seed=0)
+    example_generator("quickstart").write_shards(out, rows=1500, shards=3, seed=0)
     return out
 
 

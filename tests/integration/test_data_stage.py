@@ -6,7 +6,6 @@ Tiny data and module-scoped fixtures: each prepared result serves several tests.
 """
 
 import json
-import sys
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import ray
 import ray.data
 from pydantic import ValidationError
 
+from conftest import REPO, example_generator
 from raymlp.config import parse_config
 from raymlp.config.load import load_config
 from raymlp.data import prepare as prepare_module
@@ -32,7 +32,6 @@ from raymlp.serve.schemas import make_request_model
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 FRAUD = REPO / "examples" / "fraud"
 START = pd.Timestamp("2024-01-01")
 # A numeric feature that recovers each row's id: minmax scaling is exactly invertible.
@@ -481,12 +480,7 @@ def test_unknown_columns_in_the_config_name_the_field(ray_session, tmp_path, fea
 
 
 def test_fraud_example_config_prepares_its_generated_data(ray_session, tmp_path, monkeypatch):
-    sys.path.insert(0, str(FRAUD))
-    try:
-        from generate_data import write_shards as write_fraud
-    finally:
-        sys.path.remove(str(FRAUD))
-    paths, defects = write_fraud(tmp_path / "data", rows=3000, shards=3, seed=0)
+    paths, defects = example_generator("fraud").write_shards(tmp_path / "data", rows=3000, shards=3, seed=0)
     cfg = load_config(FRAUD / "pipeline.yaml", [f"data.path={tmp_path / 'data'}"])
     assert cfg.data.path == str(tmp_path / "data")
     cuts, fit_time_split = [], prepare_module.fit_time_split
