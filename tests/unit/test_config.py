@@ -6,7 +6,7 @@ import yaml
 from raymlp.config import ConfigError, load_config, parse_config, save_config, with_values
 from raymlp.config.load import config_help
 
-from conftest import QUICKSTART
+from conftest import QUICKSTART, REPO
 
 MINIMAL = {"name": "p", "data": {"path": "data", "label": "y"}}
 
@@ -15,6 +15,12 @@ def errors_of(raw) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     return info.value.errors
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*/pipeline.yaml")), ids=lambda p: p.parent.name)
+def test_every_example_config_loads(path):
+    cfg = load_config(path)
+    assert Path(cfg.data.path) == path.parent / "data"
 
 
 def test_quickstart_config_loads_and_resolves_paths_against_its_folder():
