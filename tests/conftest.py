@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType

@@ -10,7 +10,7 @@ import ray.data
 
 from raymlp.config import parse_config
 from raymlp.data.prepare import validate_data
-from raymlp.data.validate import REASON, ROW, SOURCE, UNREADABLE
+from raymlp.data.validate import REASON, SOURCE, UNREADABLE
 
 pytestmark = pytest.mark.integration
 
