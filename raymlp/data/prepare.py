@@ -102,6 +102,7 @@ def validate_data(data: DataConfig, quarantine_dir: Path) -> tuple[ray.data.Data
 
 
 def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_dir: Path, hold_out: bool) -> Fit:
+    """Validate, deduplicate, split (when `hold_out`) and fit the transform on the train rows."""
     passes = open_source(data, quarantine_dir)
     exclude = set(data.dedupe_key) | ({data.time_column} if data.time_column else set())
     roles = resolve_roles(passes.source.checks.schema, data.label, features, exclude - set(features.datetime))
