@@ -23,6 +23,7 @@ from raymlp.data.clean import KEY, POS, Duplicates, positions, row_keys
 from raymlp.data.sources import SourceFile, parse_file, read_bytes
 from raymlp.data.split import SPLIT, TRAIN, SplitRule
 from raymlp.data.validate import (
+    FileOutcome,
     RowChecks,
     conform,
     outcome_of,
@@ -74,7 +75,6 @@ class RowSource:
             raw = parse_file(content, source.format)
         except Exception as e:  # noqa: BLE001 - any read failure quarantines the file, named
             record, outcome = unreadable(uri, e, schema)
-            outcome.sha256 = hashlib.sha256(outcome.error.encode()).hexdigest()  # still changes the fingerprint
             self._report(uri, outcome, record)
             return self._empty()
         table, reason, detail = conform(raw, self.checks)
@@ -94,7 +94,7 @@ class RowSource:
         split = np.full(table.num_rows, TRAIN, np.int8) if self.split is None else self.split.assign(table, uri)
         return table.append_column(SPLIT, pa.array(split)).filter(valid)
 
-    def _report(self, uri: str, outcome, invalid: pa.Table | None) -> None:
+    def _report(self, uri: str, outcome: FileOutcome, invalid: pa.Table | None) -> None:
         if self.record is None:
             return
         if invalid is not None and self.record.quarantine_dir is not None:

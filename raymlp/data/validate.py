@@ -198,7 +198,8 @@ def unreadable(uri: str, error: Exception, schema: pa.Schema) -> tuple[pa.Table,
     message = f"{type(error).__name__}: {error}"[:500]
     row = {name: pa.nulls(1, type_) for name, type_ in zip(schema.names, schema.types)}
     record = pa.table({**row, SOURCE: [uri], ROW: pa.nulls(1, pa.int64()), REASON: [UNREADABLE], DETAIL: [message]})
-    return record, FileOutcome(error=message)
+    # The error stands in for the content digest, so an unreadable file still changes the fingerprint.
+    return record, FileOutcome(sha256=hashlib.sha256(message.encode()).hexdigest(), error=message)
 
 
 def quarantine_rows(table: pa.Table, reason: pa.Array, detail: pa.Array, uri: str) -> pa.Table:
