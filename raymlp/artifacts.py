@@ -1,8 +1,9 @@
 """The model bundle: one folder format for checkpoints, registered models and served models.
 
 A bundle holds the architecture, the weights, the fitted feature transform and the training
-history, plus a SHA-256 manifest checked before anything is loaded: neither Ray nor
-`torch.load(weights_only=True)` notices a flipped byte on their own.
+history (a training checkpoint adds the optimizer, scheduler and loop state), plus a SHA-256
+manifest checked before anything is loaded: neither Ray nor `torch.load(weights_only=True)`
+notices a flipped byte on their own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from raymlp.lifecycle.quantize import quantize
 from raymlp.train.models import build_model
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+TRAIN_STATE = "train_state.pt"
+FORMAT_VERSION = 2
 
 
 class TamperedArtifactError(RuntimeError):
@@ -35,7 +37,7 @@ class ModelSpec:
 
     model: ModelConfig
     input_dim: int
-    num_classes: int
+    output_dim: int
     quantization: str | None = None
     """torchao scheme the weights were quantized with (see lifecycle.compress), or None for fp32."""
 
@@ -49,21 +51,29 @@ class LoadedModel:
 
 
 def save_bundle(
-    path: Path, spec: ModelSpec, module: nn.Module, features: FeaturePipeline, metrics: dict[str, Any]
+    path: Path,
+    spec: ModelSpec,
+    module: nn.Module,
+    features: FeaturePipeline,
+    metrics: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
 ) -> None:
-    """Write a bundle into the folder `path` (created if needed) and seal it with a manifest."""
+    """Write a bundle into the folder `path` (created if needed) and seal it with a manifest.
+    `train_state` (tensors, numbers, lists and dicts only) makes it a resumable checkpoint."""
     path.mkdir(parents=True, exist_ok=True)
     model_json = {
         "format_version": FORMAT_VERSION,
         "model": spec.model.model_dump(mode="json"),
         "input_dim": spec.input_dim,
-        "num_classes": spec.num_classes,
+        "output_dim": spec.output_dim,
         "quantization": spec.quantization,
     }
     (path / "model.json").write_text(json.dumps(model_json, indent=2))
     (path / "features.json").write_text(features.to_json())
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     torch.save(module.state_dict(), path / "weights.pt")
+    if train_state is not None:
+        torch.save(train_state, path / TRAIN_STATE)
     files = sorted(p.name for p in path.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest = {"algorithm": "sha256", "files": {name: _sha256(path / name) for name in files}}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -93,10 +103,10 @@ def load_bundle(path: Path) -> LoadedModel:
     spec = ModelSpec(
         model=ModelConfig.model_validate(meta["model"]),
         input_dim=meta["input_dim"],
-        num_classes=meta["num_classes"],
+        output_dim=meta["output_dim"],
         quantization=meta["quantization"],
     )
-    module = build_model(spec.model, spec.input_dim, spec.num_classes).eval()
+    module = build_model(spec.model, spec.input_dim, spec.output_dim).eval()
     if spec.quantization:
         module = quantize(module, spec.quantization)
     # assign=True keeps torchao's quantized tensor subclasses instead of copying into fp32 params.
@@ -104,6 +114,15 @@ def load_bundle(path: Path) -> LoadedModel:
     features = FeaturePipeline.from_json((path / "features.json").read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     return LoadedModel(module=module.eval(), spec=spec, features=features, metrics=metrics)
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """The loop state of a checkpoint written by the training loop (verified first)."""
+    path = Path(path)
+    verify_bundle(path)
+    if not (path / TRAIN_STATE).is_file():
+        raise ValueError(f"{path}: a model bundle without {TRAIN_STATE} cannot resume training")
+    return torch.load(path / TRAIN_STATE, weights_only=True)
 
 
 def bundle_size_bytes(path: Path) -> int:

@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     stages = args.stages.split(",") if args.stages else list(STAGES)
     runtime = init_ray(cfg.runtime)
-    result = run_pipeline(cfg, stages)
+    result = run_pipeline(cfg, stages, resume=args.resume)
     print(_summary(result))
     if result.endpoint and runtime.embedded:
         if args.keep_serving:
@@ -130,7 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="run the pipeline (all stages, or --stages)"))
     run.add_argument("--stages", help="comma-separated subset of data,train,tune,register,compress,serve")
     run.add_argument("--keep-serving", action="store_true", help="with an embedded Ray, keep the app up until Ctrl-C")
-    run.set_defaults(command=cmd_run)
+    run.set_defaults(command=cmd_run, resume=None)
+
+    train = with_config(sub.add_parser("train", help="prepare the data, train and register a model (no tune or serve)"))
+    train.add_argument("--resume", metavar="RUN", help="continue RUN (a folder name under run_dir) from its latest checkpoint")
+    train.set_defaults(command=cmd_run, stages="data,train,register", keep_serving=False)
 
     validate = sub.add_parser("validate", help="check a config; print every error with its field path")
     validate.add_argument("config", nargs="?", help="pipeline YAML")

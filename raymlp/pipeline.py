@@ -74,12 +74,16 @@ def check_stages(stages: Sequence[str]) -> list[str]:
     return chosen
 
 
-def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> PipelineResult:
-    """Run `stages` of `cfg` on the current Ray cluster (started embedded if there is none)."""
+def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: str | None = None) -> PipelineResult:
+    """Run `stages` of `cfg` on the current Ray cluster (started embedded if there is none).
+    `resume` names an earlier run (its folder under `run_dir`) whose training continues from its
+    latest checkpoint instead of starting over."""
     stages = check_stages(stages)
     init_ray(cfg.runtime)
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = resume or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(cfg.run_dir) / run_id
+    if resume and not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume: no run {resume!r} under {Path(cfg.run_dir).resolve()}; give a run folder's name")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     storage_path = cfg.train.storage_path or str(run_dir.resolve() / "ray_results")
@@ -107,7 +111,7 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES) -> Pipelin
             with best.checkpoint.as_directory() as bundle_dir:
                 log_history(json.loads((Path(bundle_dir) / "metrics.json").read_text())["history"])
                 if data.test is not None:  # the held-out test split, scored once, on the chosen model
-                    result.metrics |= score(load_bundle(Path(bundle_dir)).module, data.test, "test")
+                    result.metrics |= score(load_bundle(Path(bundle_dir)).module, data.test, data.features, "test")
                     mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.startswith("test_")})
                 if "register" in stages:
                     tags = {
@@ -160,7 +164,7 @@ def _tune(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str)
         cfg.tune,
         fit_trial,
         max_epochs=cfg.train.epochs,
-        trial_cpus=cfg.train.num_workers * cfg.train.cpus_per_worker,
+        trial_cpus=cfg.train.max_workers * cfg.train.cpus_per_worker,
         cluster_cpus=cluster_cpus(),
         seed=cfg.seed,
         name=name,

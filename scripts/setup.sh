@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.11 (once) and install raymlp into it, editable, with the given extras.
-#   source scripts/setup.sh [EXTRAS]      e.g. `source scripts/setup.sh test`
+#   source scripts/setup.sh [EXTRAS]      e.g. `source scripts/setup.sh test`   (`test,horovod` also builds Horovod)
 set -euo pipefail
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -9,4 +9,11 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 # shellcheck disable=SC1091
 source .venv/bin/activate
 extras="${1:-}"
-pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+find_links=()
+if [[ ",$extras," == *,horovod,* ]]; then
+    # Horovod's wheel is built against the venv's torch, so the base install (torch) goes first.
+    pip install --quiet --disable-pip-version-check -e .
+    cache="$(bash scripts/build_horovod.sh)"
+    find_links=(--find-links "$cache")
+fi
+pip install --quiet --disable-pip-version-check "${find_links[@]}" -e ".${extras:+[$extras]}"

@@ -37,7 +37,14 @@ def ray_session():
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(address="local", num_cpus=4, object_store_memory=300 * 1024**2, _temp_dir=temp_dir)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        object_store_memory=300 * 1024**2,
+        _temp_dir=temp_dir,
+        # Workers import user models from tests/support (`model.name: flaky_model:factory`).
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests" / "support")}},
+    )
     yield ray
     from ray import serve
 

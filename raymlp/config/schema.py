@@ -6,6 +6,7 @@ rejected so that a typo fails at load time instead of silently using a default.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,7 +60,10 @@ class DataConfig(Section):
     format: Literal["parquet", "csv", "jsonl"] | None = None
     """Source format. Unset: taken from each file's suffix (.parquet, .csv, .jsonl/.json)."""
     label: str
-    """Column holding the class label."""
+    """Column the model predicts."""
+    task: Literal["classification", "regression"] = "classification"
+    """Predict the label's class (binary or multiclass: the classes are the label's values), or
+    its numeric value (the label is standardized for training, predictions are in its units)."""
     columns: dict[str, ColumnSpec] = Field(default_factory=dict)
     """Typed schema and validation rules per column. Unlisted columns keep the type inferred from the
     first readable file; the schema used is saved with the run."""
@@ -178,35 +182,102 @@ class FeaturesConfig(Section):
         return self
 
 
+ZOO = ("mlp", "resmlp", "cnn")
+IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
 class ModelConfig(Section):
-    name: Literal["mlp"] = "mlp"
-    """Architecture from the model zoo."""
+    name: str = "mlp"
+    """Architecture: `mlp`, `resmlp` (residual blocks with layer norm), `cnn` (for image tensors,
+    see `image_shape`), or your own model as `package.module:factory`, called as
+    `factory(model_config, input_dim, output_dim)` and returning a `torch.nn.Module`."""
     hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
-    """Width of each hidden layer."""
+    """Width of each hidden layer (mlp), residual block (resmlp) or dense layer after the
+    convolutions (cnn)."""
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     """Dropout probability after each hidden layer."""
+    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
+    """cnn only: (channels, height, width) the input features are reshaped to, in row-major
+    order; their product must equal the number of input features."""
+    channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32])
+    """cnn only: output channels of each 3x3 convolution block (each halves height and width)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Free-form settings passed to a user model factory inside `model_config.options`."""
+
+    @model_validator(mode="after")
+    def _check_cnn(self) -> ModelConfig:
+        if self.name not in ZOO and not re.match(IMPORT_PATH, self.name):
+            raise ValueError(f"`name: {self.name}` is neither one of {', '.join(ZOO)} nor an import path `package.module:factory`")
+        if self.name == "cnn" and self.image_shape is None:
+            raise ValueError("`name: cnn` needs `image_shape: [channels, height, width]`")
+        return self
 
 
 class TrainConfig(Section):
-    num_workers: PositiveInt = 2
-    """Data-parallel (DDP) training workers."""
+    backend: Literal["ddp", "horovod"] = "ddp"
+    """Data-parallel backend: PyTorch DDP, or Horovod (needs the `horovod` extra, built by
+    scripts/build_horovod.sh). Same loop, checkpoints, failure handling and metrics."""
+    num_workers: PositiveInt | tuple[PositiveInt, PositiveInt] = 2
+    """Training workers, or a `[min, max]` range: an elastic run starts with what the cluster
+    has (at least min) and grows toward max as resources appear."""
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
     """Logical CPUs each worker reserves; also its torch thread count (rounded up)."""
-    use_gpu: bool = False
-    """Give each worker one GPU (NCCL) instead of CPU only (gloo)."""
+    use_gpu: bool | Literal["auto"] = "auto"
+    """Train on GPUs (NCCL); `auto` uses them when the cluster has any."""
+    gpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    """GPUs each worker reserves when training on GPU."""
     epochs: PositiveInt = 5
-    """Passes over the training split."""
+    """Most passes over the training split."""
     batch_size: PositiveInt = 256
-    """Rows per step on each worker."""
+    """Rows per step on each worker (one micro-batch when accumulating)."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """AdamW, or SGD with Nesterov momentum."""
     lr: Annotated[float, Field(gt=0)] = 1e-3
-    """AdamW learning rate."""
+    """Peak learning rate."""
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    """AdamW weight decay."""
+    """Decoupled (AdamW) or L2 (SGD) weight decay."""
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """SGD momentum."""
+    schedule: Literal["constant", "cosine", "linear", "onecycle"] = "constant"
+    """Learning-rate schedule over all steps: constant, cosine or linear decay to zero after the
+    warmup, or one-cycle (its own warmup over the first 30%)."""
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    """Linear warmup from zero, in epochs (fractions allowed); not used by `onecycle`."""
+    accumulation_steps: PositiveInt = 1
+    """Micro-batches whose gradients add up to one optimizer step."""
+    clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
+    """Clip the global gradient norm to this before each step."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast, or fp32. `auto`: bf16 on GPU, fp32 on CPU (where bf16 is slower)."""
+    early_stopping_patience: PositiveInt | None = None
+    """Stop after this many epochs without `tune.metric` improving by `early_stopping_min_delta`."""
+    early_stopping_min_delta: Annotated[float, Field(ge=0)] = 0.0
+    """Smallest change of `tune.metric` that counts as an improvement."""
+    checkpoint_every: PositiveInt = 1
+    """Epochs between checkpoints (the last epoch is always checkpointed). A failed worker makes
+    the run resume from the latest one."""
     keep_checkpoints: PositiveInt = 2
-    """Best checkpoints (by `tune.metric`) kept per training run."""
+    """Best checkpoints (by `tune.metric`) kept per training run; the latest is kept too."""
+    max_failures: Annotated[int, Field(ge=-1)] = 2
+    """Worker-group failures survived per run by restarting from the latest checkpoint (-1: no limit)."""
+    cache_data: Literal["auto", "always", "never"] = "auto"
+    """Hold each worker's shard of the splits in memory as tensors after the first read, instead
+    of streaming it from Ray Data every epoch. `auto`: when it fits in `cache_max_mb`."""
+    cache_max_mb: PositiveInt = 2048
+    """Largest shard per worker that `cache_data: auto` caches."""
     storage_path: str | None = None
     """Where Ray Train writes checkpoints. Unset: inside the run folder. On a multi-node cluster
     this must be shared storage (s3://, gs://, NFS)."""
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> TrainConfig:
+        if isinstance(self.num_workers, tuple) and self.num_workers[0] > self.num_workers[1]:
+            raise ValueError("`num_workers: [min, max]` needs min <= max")
+        return self
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
 
 
 class SearchDim(Section):
@@ -231,13 +302,20 @@ class SearchDim(Section):
         return self
 
 
+CLASSIFICATION_METRICS = ("valid_loss", "valid_accuracy", "valid_auc", "valid_f1")
+REGRESSION_METRICS = ("valid_loss", "valid_rmse", "valid_mae", "valid_r2")
+LOWER_IS_BETTER = ("valid_loss", "valid_rmse", "valid_mae")
+Metric = Literal["valid_loss", "valid_accuracy", "valid_auc", "valid_f1", "valid_rmse", "valid_mae", "valid_r2"]
+
+
 class TuneConfig(Section):
     num_samples: PositiveInt = 4
     """Trials to run; each is a full distributed training run."""
     max_concurrent_trials: PositiveInt | None = None
     """Trials at once. Unset: as many as the cluster's CPUs fit."""
-    metric: Literal["valid_accuracy", "valid_loss"] = "valid_accuracy"
-    """Validation metric that ranks checkpoints, trials and candidate models."""
+    metric: Metric | None = None
+    """Validation metric that ranks checkpoints, trials and candidate models, and drives early
+    stopping. Unset: valid_accuracy for classification, valid_rmse for regression."""
     grace_period: PositiveInt = 1
     """Epochs every trial runs before ASHA may stop it."""
     space: dict[str, SearchDim] = Field(default_factory=dict)
@@ -245,7 +323,7 @@ class TuneConfig(Section):
 
     @property
     def mode(self) -> Literal["min", "max"]:
-        return "min" if self.metric.endswith("loss") else "max"
+        return "min" if self.metric in LOWER_IS_BETTER else "max"
 
 
 class RegistryConfig(Section):
@@ -305,6 +383,17 @@ class PipelineConfig(Section):
     compress: CompressConfig = Field(default_factory=CompressConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @model_validator(mode="after")
+    def _check_metric(self) -> PipelineConfig:
+        allowed = CLASSIFICATION_METRICS if self.data.task == "classification" else REGRESSION_METRICS
+        if self.tune.metric is None:
+            self.tune.metric = allowed[1]
+        elif self.tune.metric not in allowed:
+            raise ValueError(
+                f"tune.metric: {self.tune.metric} does not apply to {self.data.task}; choose one of {', '.join(allowed)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_space_paths(self) -> PipelineConfig:

@@ -27,7 +27,7 @@ from raymlp.data.encoders import (
 )
 from raymlp.data.expressions import compile_expression
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,15 @@ class HashedFeature:
 
 @dataclass(frozen=True)
 class FeaturePipeline:
-    """Every fitted transform and the label vocabulary."""
+    """Every fitted transform, and how labels are coded: class indices, or a standardized number."""
 
     label: str
     classes: list[Any]
+    """The class of each output index (empty for regression)."""
+    task: Literal["classification", "regression"] = "classification"
+    label_center: float = 0.0
+    """Regression: training targets are (label - center) / scale, predictions are mapped back."""
+    label_scale: float = 1.0
     numeric: list[NumericFeature] = field(default_factory=list)
     categorical: list[CategoricalFeature] = field(default_factory=list)
     derived: list[DerivedFeature] = field(default_factory=list)
@@ -231,7 +236,16 @@ class FeaturePipeline:
         for encoder in self.buckets + self.categorical + self.hashed:
             yield encoder.encode(cols[encoder.name])
 
+    @property
+    def num_outputs(self) -> int:
+        """Model outputs: one logit per class, or the one predicted value."""
+        return len(self.classes) if self.task == "classification" else 1
+
     def encode_labels(self, values: Any) -> np.ndarray:
+        """Class indices (int64), or standardized regression targets (float32)."""
+        if self.task == "regression":
+            numbers = values.to_numpy(zero_copy_only=False) if isinstance(values, (pa.Array, pa.ChunkedArray)) else values
+            return ((np.asarray(numbers, dtype=np.float64) - self.label_center) / self.label_scale).astype(np.float32)
         labels = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(values).tolist())
         index = pc.index_in(labels, value_set=pa.array(self.classes, labels.type))
         if index.null_count:
@@ -239,8 +253,12 @@ class FeaturePipeline:
             raise ValueError(f"label {unknown} is not one of the fitted classes {self.classes}")
         return index.to_numpy(zero_copy_only=False).astype(np.int64)
 
+    def decode_values(self, outputs: np.ndarray) -> np.ndarray:
+        """Regression model outputs back in the label's units."""
+        return outputs * self.label_scale + self.label_center
+
     def transform_xy(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """A Ray Data batch to model inputs `x` and class indices `y`."""
+        """A Ray Data batch to model inputs `x` and targets `y` (see `encode_labels`)."""
         return {"x": self.transform(batch), "y": self.encode_labels(batch[self.label])}
 
     def transform_columns(self, batch: Mapping[str, Any]) -> pa.Table:
@@ -270,6 +288,9 @@ class FeaturePipeline:
         return cls(
             label=state["label"],
             classes=state["classes"],
+            task=state["task"],
+            label_center=state["label_center"],
+            label_scale=state["label_scale"],
             **{key: [kind(**f) for f in state.get(key, [])] for key, kind in kinds.items()},
         )
 

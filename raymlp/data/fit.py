@@ -31,7 +31,7 @@ from raymlp.data.features import (
     NumericFeature,
     category_text,
 )
-from raymlp.data.selection import correlation_keep, model_importance, mutual_information, top_k, variance_keep
+from raymlp.data.selection import Task, correlation_keep, model_importance, mutual_information, top_k, variance_keep
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,16 @@ def _arrow_schema(ds: ray.data.Dataset) -> pa.Schema:
     return pa.schema([(n, t if isinstance(t, pa.DataType) else pa.string()) for n, t in zip(schema.names, schema.types)])
 
 
-def raw_statistics(train: ray.data.Dataset, roles: Roles, cfg: FeaturesConfig, label: str) -> dict[str, Any]:
-    """The first pass: statistics of the raw (and derived) inputs on `train`, the valid train rows."""
-    return aggregate(_expanded(train, roles, label), *_raw_aggregations(roles, cfg))
+def raw_statistics(
+    train: ray.data.Dataset, roles: Roles, cfg: FeaturesConfig, label: str, task: Task = "classification"
+) -> dict[str, Any]:
+    """The first pass: statistics of the raw (and derived) inputs on `train`, the valid train rows,
+    and of a regression label."""
+    aggs = _raw_aggregations(roles, cfg)
+    if task == "regression":
+        aggs += [Mean(label, alias_name="label:mean"), Std(label, ddof=0, alias_name="label:std")]
+        aggs += [Min(label, alias_name="label:min"), Max(label, alias_name="label:max")]
+    return aggregate(_expanded(train, roles, label), *aggs)
 
 
 def fit_feature_pipeline(
@@ -162,6 +169,7 @@ def fit_feature_pipeline(
     roles: Roles,
     cfg: FeaturesConfig,
     seed: int,
+    task: Task = "classification",
 ) -> Fitted:
     """The second pass: scaling statistics of the cleaned inputs, selection, and the fitted transform."""
     cleaners = [_cleaner(c, raw, cfg) for c in roles.numeric]
@@ -171,7 +179,10 @@ def fit_feature_pipeline(
     buckets = [BucketFeature(c, _edges(c, spec, raw)) for c, spec in cfg.bucketize.items()]
 
     sampled = bool(cfg.power or cfg.select.top_k)
-    codes = FeaturePipeline(label=label, classes=classes)
+    target = {"task": task}
+    if task == "regression":
+        target |= {"label_center": float(raw["label:mean"]), "label_scale": float(raw["label:std"] or 0.0) or 1.0}
+    codes = FeaturePipeline(label=label, classes=classes, **target)
 
     def clean(batch: pa.Table) -> dict[str, np.ndarray]:
         out = {f.name: f.clean(batch[f.name]) for f in cleaners}
@@ -190,7 +201,7 @@ def fit_feature_pipeline(
             numeric.append(replace(f, **_sample_center_scale(yeo_johnson(stats["sample"][f.name], f.power), cfg.scaler)))
         else:
             numeric.append(replace(f, **_center_scale(f.name, stats, cfg.scaler)))
-    dropped = _select(roles, cfg, stats, seed)
+    dropped = _select(roles, cfg, stats, seed, task)
 
     def keep(features: list[Any]) -> list[Any]:
         return [f for f in features if f.name not in dropped]
@@ -198,6 +209,7 @@ def fit_feature_pipeline(
     pipeline = FeaturePipeline(
         label=label,
         classes=classes,
+        **target,
         numeric=keep(numeric),
         categorical=keep(categorical),
         derived=[d for d in roles.derived if d.name not in dropped],
@@ -351,7 +363,7 @@ def _sample_center_scale(values: np.ndarray, scaler: str) -> dict[str, float]:
     return {"center": float(center), "scale": float(scale) or 1.0}
 
 
-def _select(roles: Roles, cfg: FeaturesConfig, stats: dict[str, Any], seed: int) -> dict[str, str]:
+def _select(roles: Roles, cfg: FeaturesConfig, stats: dict[str, Any], seed: int, task: Task) -> dict[str, str]:
     """Inputs to drop, each with the reason: variance, then correlation, then top-k scores."""
     select, dropped = cfg.select, {}
     numeric = list(roles.numeric)
@@ -370,12 +382,12 @@ def _select(roles: Roles, cfg: FeaturesConfig, stats: dict[str, Any], seed: int)
         candidates = numeric + roles.categories + list(roles.hashed)
         sample = stats["sample"]  # lists, not arrays: an aggregation's result comes back through an Arrow row
         x = np.column_stack([np.nan_to_num(np.asarray(sample[c], dtype=np.float64)) for c in candidates])
-        y = np.asarray(sample[LABEL_CODE], dtype=np.int64)
+        y = np.asarray(sample[LABEL_CODE], dtype=np.int64 if task == "classification" else np.float64)
         discrete = [c not in numeric for c in candidates]
         if select.method == "mutual_info":
-            scores = mutual_information(x, y, discrete, "classification", seed)
+            scores = mutual_information(x, y, discrete, task, seed)
         else:
-            scores = model_importance(x, y, "classification", seed)
+            scores = model_importance(x, y, task, seed)
         kept = top_k(candidates, scores, select.top_k)
         dropped |= {c: f"not in the top {select.top_k} by {select.method}" for c in candidates if c not in kept}
     if dropped:

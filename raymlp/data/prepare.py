@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedData:
-    """Model-ready splits (`x` float32 matrix, `y` class index), materialized, plus the fitted transform."""
+    """Model-ready splits (`x` float32 matrix, `y` class index or standardized target),
+    materialized, plus the fitted transform."""
 
     train: ray.data.Dataset
     valid: ray.data.Dataset
@@ -118,9 +119,11 @@ def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_d
     def train_rows() -> ray.data.Dataset:
         return passes.next(split=split).dataset().filter(expr=f"{SPLIT} == {TRAIN}")
 
-    raw = raw_statistics(train_rows(), roles, features, data.label)
+    raw = raw_statistics(train_rows(), roles, features, data.label, data.task)
     classes = sorted(passes.validated().labels, key=_sort_key)
-    fitted = fit_feature_pipeline(train_rows(), raw, classes, data.label, roles, features, seed)
+    if data.task == "classification" and len(classes) < 2:
+        raise ValueError(f"data.label: {data.label!r} has {len(classes)} class(es) {classes}; classification needs two or more")
+    fitted = fit_feature_pipeline(train_rows(), raw, classes, data.label, roles, features, seed, data.task)
     return Fit(passes.source.with_(split=split), passes, fitted, roles)
 
 

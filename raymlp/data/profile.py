@@ -28,7 +28,11 @@ def build_profile(raw: dict[str, Any], roles: Roles, labels: dict[Any, int]) -> 
         }
     for c in roles.hashed:
         result[c] = {"missing_fraction": _missing(raw[f"count:{c}"], rows)}
-    result["label"] = {"rows": rows, "classes": {str(k): n for k, n in sorted(labels.items(), key=str)}}
+    result["label"] = {"rows": rows}
+    if labels:
+        result["label"]["classes"] = {str(k): n for k, n in sorted(labels.items(), key=str)}
+    else:  # a regression label
+        result["label"] |= {k: _number(raw.get(f"label:{k}")) for k in ("min", "max", "mean", "std")}
     return result
 
 
@@ -45,7 +49,11 @@ def profile_summary(profile: dict[str, dict[str, Any]]) -> str:
             lines.append(f"  {name}: {missing}, {col['distinct']} distinct, top {top}")
         else:
             lines.append(f"  {name}: {missing}")
-    lines.append(f"  label: {profile['label']['classes']}")
+    label = profile["label"]
+    if "classes" in label:
+        lines.append(f"  label: {label['classes']}")
+    else:
+        lines.append(f"  label: min {label['min']:.4g}, mean {label['mean']:.4g}, max {label['max']:.4g}")
     return "\n".join(lines)
 
 

@@ -48,7 +48,8 @@ class RowSource:
 
     files: tuple[SourceFile, ...]
     checks: RowChecks
-    label: str
+    label: str | None
+    """Label column whose values the first pass counts (None: a regression label, not counted)."""
     dedupe_key: tuple[str, ...] | None = None
     """Columns whose hash identifies a row for deduplication (None: no deduplication)."""
     split: SplitRule | None = None
@@ -79,7 +80,8 @@ class RowSource:
             return self._empty()
         table, reason, detail = conform(raw, self.checks)
         if self.record is not None:
-            outcome = outcome_of(uri, table.num_rows, reason, table[self.label].combine_chunks())
+            labels = table[self.label].combine_chunks() if self.label else None
+            outcome = outcome_of(uri, table.num_rows, reason, labels)
             outcome.sha256 = hashlib.sha256(content).hexdigest()
             self._report(uri, outcome, quarantine_rows(table, reason, detail, uri) if outcome.invalid else None)
         valid = pc.is_null(reason)
@@ -118,7 +120,8 @@ def row_source(files: list[SourceFile], checks: RowChecks, cfg: DataConfig) -> R
         key = tuple(cfg.dedupe_key)
     elif cfg.dedupe == "exact":
         key = tuple(checks.schema.names)
-    return RowSource(tuple(files), checks, cfg.label, dedupe_key=key)
+    label = cfg.label if cfg.task == "classification" else None
+    return RowSource(tuple(files), checks, label, dedupe_key=key)
 
 
 class _Files(Datasource):

@@ -159,6 +159,12 @@ def checks_for(cfg: DataConfig, schema: pa.Schema) -> RowChecks:
         if name not in schema.names:
             field_name = "data.label" if name == cfg.label else "data.time_column"
             raise ValueError(f"{field_name}: column {name!r} is not in the data; it has {schema.names}")
+    label_type = schema.field(cfg.label).type
+    if cfg.task == "regression" and not (pa.types.is_integer(label_type) or pa.types.is_floating(label_type)):
+        raise ValueError(
+            f"data.task: regression needs a numeric label, and {cfg.label!r} is {label_type}; "
+            f"set data.columns.{cfg.label}.type: float, or use task: classification"
+        )
     return RowChecks(schema, cfg.columns, frozenset(required))
 
 
@@ -182,11 +188,14 @@ def conform(table: pa.Table, checks: RowChecks) -> tuple[pa.Table, pa.Array, pa.
     return pa.Table.from_arrays(arrays, schema=checks.schema), reason, detail
 
 
-def outcome_of(uri: str, rows: int, reason: pa.Array, labels: pa.Array) -> FileOutcome:
-    """Count one file's rows by reason; `valid + invalid == rows` or the run stops."""
+def outcome_of(uri: str, rows: int, reason: pa.Array, labels: pa.Array | None) -> FileOutcome:
+    """Count one file's rows by reason, and its valid rows by label when `labels` are classes;
+    `valid + invalid == rows` or the run stops."""
     valid_mask = pc.is_null(reason)
     invalid = {r["values"]: r["counts"] for r in pc.value_counts(reason.filter(pc.invert(valid_mask))).to_pylist()}
-    label_counts = {r["values"]: r["counts"] for r in pc.value_counts(labels.filter(valid_mask)).to_pylist()}
+    label_counts = {}
+    if labels is not None:
+        label_counts = {r["values"]: r["counts"] for r in pc.value_counts(labels.filter(valid_mask)).to_pylist()}
     valid = pc.sum(valid_mask.cast(pa.int64())).as_py() or 0
     if valid + sum(invalid.values()) != rows:
         raise RuntimeError(f"data validation lost rows in {uri}: {valid} valid + {invalid} invalid != {rows} read")

@@ -53,8 +53,9 @@ def compress_bundle(
     """Quantize the fp32 bundle at `bundle_dir` into `out_dir` and compare both on `valid`."""
     fp32 = load_bundle(bundle_dir)
     int8 = quantize(copy.deepcopy(fp32.module), cfg.scheme)
-    spec = ModelSpec(fp32.spec.model, fp32.spec.input_dim, fp32.spec.num_classes, quantization=cfg.scheme)
-    before, after = score(fp32.module, valid, "valid")[metric], score(int8, valid, "valid")[metric]
+    spec = ModelSpec(fp32.spec.model, fp32.spec.input_dim, fp32.spec.output_dim, quantization=cfg.scheme)
+    before = score(fp32.module, valid, fp32.features, "valid")[metric]
+    after = score(int8, valid, fp32.features, "valid")[metric]
     drop = before - after if mode == "max" else after - before
     save_bundle(out_dir, spec, int8, fp32.features, {**fp32.metrics, metric: after})
     sample = torch.randn(256, fp32.spec.input_dim)

@@ -78,20 +78,24 @@ class ModelServer:
 
     def predict(self, rows: list[dict[str, Any]]) -> PredictResponse:
         columns = {name: [row[name] for row in rows] for name in self.model.features.input_columns}
-        x = torch.from_numpy(self.model.features.transform(columns))
+        features = self.model.features
+        x = torch.from_numpy(features.transform(columns))
         with torch.inference_mode():  # a decorator would be pickled with the deployment class
-            probs = torch.softmax(self.model.module(x), dim=1).numpy()
-        return PredictResponse(
-            model=self.source.model_name,
-            version=self.source.version,
-            precision=self.precision,
-            predictions=[
+            outputs = self.model.module(x)
+        if features.task == "regression":
+            values = features.decode_values(outputs[:, 0].double().numpy())
+            predictions = [{"value": float(v)} for v in values]
+        else:
+            probs = torch.softmax(outputs, dim=1).numpy()
+            predictions = [
                 {
                     "label": self.labels[int(np.argmax(p))],
                     "probabilities": {str(c): round(float(v), 6) for c, v in zip(self.labels, p)},
                 }
                 for p in probs
-            ],
+            ]
+        return PredictResponse(
+            model=self.source.model_name, version=self.source.version, precision=self.precision, predictions=predictions
         )
 
 

@@ -15,18 +15,23 @@ from raymlp.data.features import FeaturePipeline
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class Prediction(BaseModel):
+class ClassPrediction(BaseModel):
     label: Any
     """The most probable class."""
     probabilities: dict[str, float]
     """Probability of every class, keyed by the class as a string."""
 
 
+class ValuePrediction(BaseModel):
+    value: float
+    """The predicted label value (regression), in the label's units."""
+
+
 class PredictResponse(BaseModel):
     model: str
     version: str
     precision: str
-    predictions: list[Prediction]
+    predictions: list[ClassPrediction] | list[ValuePrediction]
 
 
 def make_request_model(features: FeaturePipeline, max_rows: int) -> type[BaseModel]:

@@ -1,10 +1,18 @@
-"""The per-worker training loop run by every Ray Train worker (DDP through `prepare_model`)."""
+"""The per-worker training loop every Ray Train worker runs, whichever backend (see distributed.py).
+
+Each epoch trains on the worker's shard, evaluates on its validation shard, sums the metrics over
+all workers and reports them; every `checkpoint_every` epochs rank 0 also writes a checkpoint
+(model bundle plus optimizer, scheduler and loop state). A worker group restarted after a failure,
+or a run resumed with `raymlp train --resume`, continues after the latest checkpoint.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
-from collections.abc import Iterable
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,90 +20,178 @@ import ray.data
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 
-from raymlp.artifacts import ModelSpec, save_bundle
+from raymlp.artifacts import ModelSpec, load_bundle, load_train_state, save_bundle
 from raymlp.config.schema import ModelConfig, TrainConfig
 from raymlp.data.features import FeaturePipeline
+from raymlp.train.distributed import Collective, DDPCollective
+from raymlp.train.feed import ShardFeed
+from raymlp.train.metrics import MetricSpec
 from raymlp.train.models import build_model
+from raymlp.train.schedules import build_optimizer, build_scheduler
 
-BATCH_DTYPES = {"x": torch.float32, "y": torch.int64}
-EPOCH_METRICS = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
-"""What every epoch reports (see `summarize`); tune, tracking and the registry read these keys."""
+
+@dataclass
+class LoopState:
+    """What a checkpoint needs beyond weights, optimizer and scheduler to continue exactly."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    epochs_without_improvement: int = 0
+    resumed_after: list[int] = field(default_factory=list)
+    """The epoch each restart resumed after (one entry per worker-group restart or --resume)."""
+
+    def improved(self, value: float, mode: str, min_delta: float) -> bool:
+        better = self.best is None or (value < self.best - min_delta if mode == "min" else value > self.best + min_delta)
+        if better:
+            self.best, self.epochs_without_improvement = value, 0
+        else:
+            self.epochs_without_improvement += 1
+        return better
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Decided by the driver for every worker: what ranks checkpoints, and how data is fed."""
+
+    seed: int
+    metric: str
+    mode: str
+    cache_data: bool
+    train_rows: int
+    use_gpu: bool
+    backend: str
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     model_cfg = ModelConfig.model_validate(config["model"])
-    train_cfg = TrainConfig.model_validate(config["train"])
+    cfg = TrainConfig.model_validate(config["train"])
     features = FeaturePipeline.from_json(config["features"])
+    run = RunSettings(**config["run"])
     # One torch thread per reserved CPU: two workers with default threading on two cores run
     # many times slower than with one thread each.
-    torch.set_num_threads(max(1, math.ceil(train_cfg.cpus_per_worker)))
-    torch.manual_seed(config["seed"])
-
-    spec = ModelSpec(model=model_cfg, input_dim=features.output_dim, num_classes=len(features.classes))
-    model = ray.train.torch.prepare_model(build_model(model_cfg, spec.input_dim, spec.num_classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    torch.set_num_threads(max(1, math.ceil(cfg.cpus_per_worker)))
+    torch.manual_seed(run.seed)
+    collective = _collective(run.backend)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    train_shard = ray.train.get_dataset_shard("train")
-    valid_shard = ray.train.get_dataset_shard("valid")
-    rank = ray.train.get_context().get_world_rank()
+    bf16 = run.use_gpu and cfg.precision in ("auto", "bf16")
+    metrics = MetricSpec.of(features)
+    spec = ModelSpec(model=model_cfg, input_dim=features.output_dim, output_dim=features.num_outputs)
 
-    history: list[dict[str, float]] = []
-    for epoch in range(1, train_cfg.epochs + 1):
+    model = build_model(model_cfg, spec.input_dim, spec.output_dim)
+    state, restored = LoopState(), None
+    if checkpoint := ray.train.get_checkpoint():
+        with checkpoint.as_directory() as path:
+            restored = load_train_state(Path(path))
+            model.load_state_dict(load_bundle(Path(path)).module.state_dict())
+        state = LoopState(**restored["loop"])
+        state.resumed_after.append(state.epoch)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg)
+    if restored:
+        optimizer.load_state_dict(restored["optimizer"])
+    model, optimizer = collective.prepare(model, optimizer, cfg.accumulation_steps)
+
+    def feed(name: str, batch_size: int) -> ShardFeed:
+        shard = ray.train.get_dataset_shard(name)
+        return ShardFeed(
+            shard, cache=run.cache_data, batch_size=batch_size, target_dtype=metrics.target_dtype,
+            device=device, seed=run.seed * 1000 + rank,
+        )  # fmt: skip
+
+    train_feed, valid_feed = feed("train", cfg.batch_size), feed("valid", 4096)
+    shard_rows = train_feed.rows() or math.ceil(run.train_rows / world)
+    steps_per_epoch = math.ceil(math.ceil(shard_rows / cfg.batch_size) / cfg.accumulation_steps)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    if restored:
+        scheduler.load_state_dict(restored["scheduler"])
+
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
-        train_sums = torch.zeros(3, dtype=torch.float64, device=device)
-        for batch in train_shard.iter_torch_batches(
-            batch_size=train_cfg.batch_size, dtypes=BATCH_DTYPES, device=device
-        ):
-            logits = model(batch["x"])
-            loss = F.cross_entropy(logits, batch["y"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            train_sums += _batch_sums(logits.detach(), batch["y"])
-        valid_batches = valid_shard.iter_torch_batches(batch_size=4096, dtypes=BATCH_DTYPES, device=device)
-        valid_sums = evaluate(model, valid_batches, device)
-        metrics = {"epoch": epoch, **summarize(train_sums, "train"), **summarize(valid_sums, "valid")}
-        history.append(metrics)
-        # Every rank must call report; only rank 0 writes the (identical, DDP-synced) weights.
+        started = time.perf_counter()
+        train_sums = torch.zeros(metrics.size(detailed=False), dtype=torch.float64, device=device)
+        for step, (x, y) in enumerate(train_feed.batches(epoch, shuffle=True), start=1):
+            window_end = step % cfg.accumulation_steps == 0
+            with contextlib.nullcontext() if window_end else collective.no_sync(model):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    outputs = model(x)
+                loss = metrics.loss(outputs, y)
+                (loss / cfg.accumulation_steps).backward()
+            if window_end:
+                collective.step(model, optimizer, cfg.clip_grad_norm)
+                optimizer.zero_grad()
+                scheduler.step()
+            train_sums += metrics.sums(outputs.detach(), y, detailed=False)
+        optimizer.zero_grad()  # an unfinished accumulation window does not carry over
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - started
+        valid_sums = evaluate(model, valid_feed, metrics, device, bf16)
+        collective.all_reduce_sum(train_sums)
+        row = {
+            "epoch": epoch,
+            **metrics.summarize(train_sums, "train", detailed=False),
+            **metrics.summarize(collective.all_reduce_sum(valid_sums), "valid", detailed=True),
+            "lr": scheduler.get_last_lr()[0],
+            "train_seconds": train_seconds,
+            "train_samples_per_s": train_sums[1].item() / train_seconds,
+        }
+        state.epoch = epoch
+        state.history.append(row)
+        # Every rank sees the same all-reduced metric, so every rank decides the same way.
+        state.improved(row[run.metric], run.mode, cfg.early_stopping_min_delta)
+        stop = cfg.early_stopping_patience is not None and state.epochs_without_improvement >= cfg.early_stopping_patience
+        last = stop or epoch == cfg.epochs
+        if epoch % cfg.checkpoint_every and not last:
+            ray.train.report(row)
+            continue
+        # Every rank must call report; only rank 0 writes the (identical, synced) weights.
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-                save_bundle(Path(tmp), spec, module, features, {**metrics, "history": history})
+                train_state = {
+                    "loop": asdict(state),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                }
+                metrics_json = {**row, "history": state.history, "resumed_after": state.resumed_after}
+                save_bundle(Path(tmp), spec, collective.unwrap(model), features, metrics_json, train_state)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(row, checkpoint=checkpoint)
+        if stop:
+            break
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
-    """Summed (loss, correct, rows) over `batches`, all-reduced across workers when distributed,
-    so every rank sees the metric of the whole validation set rather than its own shard."""
+def evaluate(
+    model: nn.Module, feed: ShardFeed, metrics: MetricSpec, device: torch.device, bf16: bool = False
+) -> torch.Tensor:
+    """Summed statistics of `model` over one pass of `feed` (this worker's shard only)."""
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for batch in batches:
-        sums += _batch_sums(model(batch["x"]), batch["y"])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
+    sums = torch.zeros(metrics.size(detailed=True), dtype=torch.float64, device=device)
+    for x, y in feed.batches(epoch=0, shuffle=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(x)
+        sums += metrics.sums(outputs, y, detailed=True)
     return sums
 
 
-def score(model: nn.Module, ds: ray.data.Dataset, prefix: str) -> dict[str, float]:
-    """Loss and accuracy of `model` over a whole model-ready dataset, in the calling process."""
-    cpu = torch.device("cpu")
-    return summarize(evaluate(model, ds.iter_torch_batches(batch_size=4096, dtypes=BATCH_DTYPES), cpu), prefix)
+def score(model: nn.Module, ds: ray.data.Dataset, features: FeaturePipeline, prefix: str) -> dict[str, float]:
+    """Every metric of `model` over a whole model-ready dataset, in the calling process."""
+    metrics, cpu = MetricSpec.of(features), torch.device("cpu")
+    feed = ShardFeed(
+        ds.iterator(), cache=False, batch_size=4096, target_dtype=metrics.target_dtype, device=cpu, seed=0
+    )
+    return metrics.summarize(evaluate(model, feed, metrics, cpu), prefix, detailed=True)
 
 
-def summarize(sums: torch.Tensor, prefix: str) -> dict[str, float]:
-    loss, correct, rows = sums.tolist()
-    rows = max(rows, 1.0)
-    return {f"{prefix}_loss": loss / rows, f"{prefix}_accuracy": correct / rows}
+def _collective(backend: str) -> Collective:
+    if backend == "horovod":
+        from raymlp.train.horovod import HorovodCollective
 
-
-def _batch_sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    loss = F.cross_entropy(logits, labels, reduction="sum")
-    correct = (logits.argmax(dim=1) == labels).sum()
-    return torch.stack([loss.double(), correct.double(), torch.tensor(len(labels), dtype=torch.float64, device=labels.device)])
+        return HorovodCollective()
+    return DDPCollective()

@@ -1,18 +1,29 @@
-"""Build and fit a Ray Train V2 `TorchTrainer` for one configuration; return its best checkpoint."""
+"""Build and fit one Ray Train V2 run of the training loop; return its best checkpoint.
+
+`train.backend` picks the trainer: `TorchTrainer` (DDP) or a `DataParallelTrainer` with raymlp's
+Horovod backend. Both get the same loop, scaling, checkpoint policy and `FailureConfig`, so a
+failed worker group restarts from the latest checkpoint either way. A run is named; fitting a
+run whose name already exists in `storage_path` resumes it (Ray Train V2 restores its checkpoints).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import ray
 import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from raymlp.config.schema import ModelConfig, TrainConfig
 from raymlp.data.features import FeaturePipeline
-from raymlp.train.loop import train_loop_per_worker
+from raymlp.train.loop import RunSettings, train_loop_per_worker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,34 +49,68 @@ def fit(
     storage_path: str,
     callbacks: Sequence[ray.train.UserCallback] = (),
 ) -> TrainOutcome:
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "model": model.model_dump(mode="json"),
-            "train": train.model_dump(mode="json"),
-            "features": features.to_json(),
-            "seed": seed,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=train.num_workers,
-            use_gpu=train.use_gpu,
-            resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})},
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=train.keep_checkpoints,
-                checkpoint_score_attribute=metric,
-                checkpoint_score_order=mode,
-            ),
-            callbacks=list(callbacks),
-        ),
-        datasets=datasets,
+    use_gpu = resolve_use_gpu(train.use_gpu)
+    train_rows = datasets["train"].count()
+    run = RunSettings(
+        seed=seed,
+        metric=metric,
+        mode=mode,
+        cache_data=_cache(train, train_rows, features.output_dim),
+        train_rows=train_rows,
+        use_gpu=use_gpu,
+        backend=train.backend,
     )
+    loop_config = {
+        "model": model.model_dump(mode="json"),
+        "train": train.model_dump(mode="json"),
+        "features": features.to_json(),
+        "run": asdict(run),
+    }
+    scaling = ray.train.ScalingConfig(
+        num_workers=train.num_workers,
+        use_gpu=use_gpu,
+        resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if use_gpu else {})},
+    )
+    run_config = ray.train.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=train.keep_checkpoints,
+            checkpoint_score_attribute=metric,
+            checkpoint_score_order=mode,
+        ),
+        failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+        callbacks=list(callbacks),
+    )
+    common = {"train_loop_config": loop_config, "scaling_config": scaling, "run_config": run_config, "datasets": datasets}
+    if train.backend == "horovod":
+        from raymlp.train.horovod import HorovodBackendConfig, require_horovod
+
+        require_horovod()
+        trainer = DataParallelTrainer(train_loop_per_worker, backend_config=HorovodBackendConfig(), **common)
+    else:
+        trainer = TorchTrainer(train_loop_per_worker, **common)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric, mode)
     if best is None:
         raise RuntimeError(f"training run {name} reported no checkpoint")
     metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     return TrainOutcome(checkpoint=best, metrics=metrics, params={})
+
+
+def resolve_use_gpu(setting: bool | str) -> bool:
+    """`auto`: train on GPUs when the cluster has any."""
+    if setting == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(setting)
+
+
+def _cache(train: TrainConfig, rows: int, input_dim: int) -> bool:
+    """Whether each worker holds its shard in memory: always, never, or when the largest shard
+    (with the fewest workers an elastic run may have) fits in `cache_max_mb`."""
+    if train.cache_data != "auto":
+        return train.cache_data == "always"
+    fewest = train.num_workers[0] if isinstance(train.num_workers, tuple) else train.num_workers
+    shard_mb = rows * (input_dim + 1) * 4 / fewest / 2**20
+    log.info("train: each worker's shard is ~%.0f MiB; cache_max_mb is %d", shard_mb, train.cache_max_mb)
+    return shard_mb <= train.cache_max_mb

@@ -19,7 +19,6 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from raymlp.config.schema import TuneConfig
-from raymlp.train.loop import EPOCH_METRICS
 from raymlp.train.trainer import TrainOutcome
 from raymlp.tune.space import build_param_space, decode_params
 
@@ -86,7 +85,7 @@ def run_search(
         history = result.metrics_dataframe.dropna(subset=[metric, CHECKPOINT_PATH_KEY])
         params = decode_params(cfg.space, {k: result.config[k] for k in cfg.space})
         best_row = history.sort_values(metric, ascending=(mode == "min")).iloc[0]
-        metrics = {k: best_row[k].item() for k in EPOCH_METRICS}
+        metrics = {k: v.item() for k, v in best_row.items() if k == "epoch" or k.startswith(("train_", "valid_"))}
         trials.append(TrialSummary(result.metrics["trial_id"], params, metrics, len(history)))
         candidates.append((metrics, best_row[CHECKPOINT_PATH_KEY], params))
     if not candidates:

@@ -14,7 +14,7 @@ from test_features import PIPELINE
 def write_bundle(path: Path, quantization: str | None = None) -> torch.nn.Module:
     spec = ModelSpec(ModelConfig(hidden_sizes=[16]), PIPELINE.output_dim, len(PIPELINE.classes), quantization)
     torch.manual_seed(0)
-    module = build_model(spec.model, spec.input_dim, spec.num_classes).eval()
+    module = build_model(spec.model, spec.input_dim, spec.output_dim).eval()
     if quantization:
         module = quantize(module, quantization)
     save_bundle(path, spec, module, PIPELINE, {"valid_accuracy": 0.9})

@@ -52,7 +52,7 @@ def test_unknown_section_is_rejected():
 def test_bad_values_name_field_and_what_is_allowed():
     errors = errors_of({**MINIMAL, "data": {"path": "d", "label": "y", "format": "xls"}, "train": {"epochs": 0}})
     assert any(e.startswith("data.format:") and "'parquet', 'csv' or 'jsonl'" in e for e in errors)
-    assert any(e.startswith("train.epochs:") and "greater than 0" in e and "Passes over" in e for e in errors)
+    assert any(e.startswith("train.epochs:") and "greater than 0" in e and "passes over" in e for e in errors)
 
 
 def test_missing_required_field_is_named():
@@ -103,5 +103,5 @@ def test_with_values_revalidates():
 
 def test_every_field_is_described():
     lines = config_help()
-    assert "train.epochs: Passes over the training split." in lines
+    assert "train.epochs: Most passes over the training split." in lines
     assert all(line.split(": ", 1)[1] for line in lines), [line for line in lines if line.endswith(": ")]

@@ -1,0 +1,113 @@
+"""Losses and epoch metrics, computed from sums that add up across workers.
+
+Each batch contributes a flat float64 tensor of sufficient statistics (loss and row sums, a
+confusion matrix, score histograms for AUC, error sums for regression); one all-reduce of their
+per-epoch total gives every rank the metric of the whole split, not of its own shard. AUC from
+histograms of `AUC_BINS` score bins is exact up to ties within a bin (scores closer than 1/4096).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from raymlp.data.features import FeaturePipeline
+
+AUC_BINS = 4096
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    task: str
+    num_outputs: int
+    label_scale: float = 1.0
+
+    @classmethod
+    def of(cls, features: FeaturePipeline) -> MetricSpec:
+        return cls(features.task, features.num_outputs, features.label_scale)
+
+    @property
+    def target_dtype(self) -> torch.dtype:
+        return torch.int64 if self.task == "classification" else torch.float32
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy over class logits, or mean squared error of the standardized target."""
+        if self.task == "classification":
+            return F.cross_entropy(outputs.float(), targets, reduction=reduction)
+        return F.mse_loss(outputs.float().squeeze(1), targets, reduction=reduction)
+
+    def size(self, detailed: bool) -> int:
+        if self.task == "regression":
+            return 6 if detailed else 2
+        c = self.num_outputs
+        return 2 + c * c + (2 * c * AUC_BINS if detailed else 0)
+
+    @torch.no_grad()
+    def sums(self, outputs: torch.Tensor, targets: torch.Tensor, detailed: bool) -> torch.Tensor:
+        """This batch's statistics; `detailed` adds what AUC, F1 and R² need (validation only)."""
+        outputs = outputs.float()
+        head = torch.stack([self.loss(outputs, targets, "sum").double(), outputs.new_tensor(len(targets)).double()])
+        if self.task == "regression":
+            if not detailed:
+                return head
+            err = outputs.squeeze(1).double() - targets.double()
+            y = targets.double()
+            return torch.cat([head, torch.stack([(err * err).sum(), err.abs().sum(), y.sum(), (y * y).sum()])])
+        c = self.num_outputs
+        confusion = torch.bincount(targets * c + outputs.argmax(dim=1), minlength=c * c).double()
+        if not detailed:
+            return torch.cat([head, confusion])
+        probs = torch.softmax(outputs, dim=1)
+        bins = (probs * AUC_BINS).long().clamp_(max=AUC_BINS - 1) + torch.arange(c, device=probs.device) * AUC_BINS
+        every = torch.bincount(bins.flatten(), minlength=c * AUC_BINS)
+        positive = torch.bincount(bins.gather(1, targets[:, None]).flatten(), minlength=c * AUC_BINS)
+        return torch.cat([head, confusion, positive.double(), (every - positive).double()])
+
+    def summarize(self, sums: torch.Tensor, prefix: str, detailed: bool) -> dict[str, float]:
+        """Metrics named `<prefix>_<name>` from summed statistics (see `sums`)."""
+        s = sums.double().cpu()
+        rows = max(s[1].item(), 1.0)
+        out = {"loss": s[0].item() / rows}
+        if self.task == "regression":
+            if detailed:
+                sse, sae, sum_y, sum_y2 = s[2:6].tolist()
+                variance = sum_y2 - sum_y * sum_y / rows
+                out |= {
+                    "rmse": math.sqrt(sse / rows) * self.label_scale,
+                    "mae": sae / rows * self.label_scale,
+                    "r2": 1.0 - sse / variance if variance > 0 else float("nan"),
+                }
+            return {f"{prefix}_{k}": v for k, v in out.items()}
+        c = self.num_outputs
+        confusion = s[2 : 2 + c * c].reshape(c, c)
+        out["accuracy"] = confusion.trace().item() / rows
+        if detailed:
+            histograms = s[2 + c * c :].reshape(2, c, AUC_BINS)
+            out |= {"auc": _auc(histograms[0], histograms[1]), "f1": _f1(confusion)}
+        return {f"{prefix}_{k}": v for k, v in out.items()}
+
+
+def _auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """ROC AUC per class (one-vs-rest) from score histograms, macro-averaged over classes that
+    have both positives and negatives (for two classes both equal the usual binary AUC). A pair
+    in the same bin counts half."""
+    above = positive.flip(1).cumsum(1).flip(1) - positive  # positives scoring in higher bins
+    pairs = (negative * (above + 0.5 * positive)).sum(1)
+    total = positive.sum(1) * negative.sum(1)
+    defined = total > 0
+    if not defined.any():
+        return float("nan")
+    return (pairs[defined] / total[defined]).mean().item()
+
+
+def _f1(confusion: torch.Tensor) -> float:
+    """F1 of the second class for binary tasks (the positive class, classes sorted), macro F1 over
+    classes otherwise."""
+    tp = confusion.diagonal()
+    predicted, actual = confusion.sum(0), confusion.sum(1)
+    f1 = torch.where(predicted + actual > 0, 2 * tp / (predicted + actual).clamp(min=1), torch.zeros_like(tp))
+    return (f1[1] if len(f1) == 2 else f1.mean()).item()
+
