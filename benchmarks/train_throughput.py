@@ -104,7 +104,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("generate", REPO / "examples" / "quickstart" / "generate_data.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    generator.write_shards(work / "data", rows=args.rows, shards=max(4, args.rows // 100_000), seed=0)
+    generator.generate(work / "data", rows=args.rows, shards=max(4, args.rows // 100_000), seed=0)
     cfg = load_config(
         REPO / "examples" / "quickstart" / "pipeline.yaml",
         [
@@ -164,7 +164,7 @@ def main() -> None:
         "target": "raymlp_1_worker >= 0.8 x ceiling",
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"train_throughput_cpu_{math.floor(args.rows / 1000)}k.json"
+    out = RESULTS / f"train_throughput_cpu_{math.floor(args.rows / 1000)}k_batch{args.batch_size}.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["ratio_to_ceiling"], indent=2))
     print(f"saved {out}")

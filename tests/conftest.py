@@ -56,7 +56,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def quickstart_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("quickstart") / "data"
-    example_generator("quickstart").write_shards(out, rows=1500, shards=3, seed=0)
+    example_generator("quickstart").generate(out, rows=1500, shards=3, seed=0)
     return out
 
 

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.datasets import load_digits
 
+from raymlp.data.sources import write_shards
+
 PIXELS = [f"p{i:02d}" for i in range(64)]
 
 
@@ -24,15 +26,8 @@ def make_table(seed: int = 0) -> pa.Table:
     return pa.table(columns | {"digit": digits[order].astype(np.int64)})
 
 
-def write_shards(out: Path, shards: int, seed: int = 0) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    table = make_table(seed)
-    bounds = np.linspace(0, table.num_rows, shards + 1, dtype=int)
-    paths = []
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        paths.append(out / f"part-{i:03d}.parquet")
-        pq.write_table(table.slice(lo, hi - lo), paths[-1])
-    return paths
+def generate(out: Path, shards: int, seed: int = 0) -> list[Path]:
+    return write_shards(make_table(seed), out, shards)
 
 
 def main() -> None:
@@ -41,7 +36,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    paths = write_shards(args.out, args.shards, args.seed)
+    paths = generate(args.out, args.shards, args.seed)
     print(f"wrote {sum(pq.read_metadata(p).num_rows for p in paths)} images in {len(paths)} shards to {args.out}")
 
 

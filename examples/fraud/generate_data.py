@@ -118,7 +118,7 @@ def make_table(rows: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, i
     return table, {"exact_duplicates": n_exact, "key_duplicates": n_key, "malformed": n_bad}
 
 
-def write_shards(out: Path, rows: int, shards: int, seed: int = 0) -> tuple[list[Path], dict[str, int]]:
+def generate(out: Path, rows: int, shards: int, seed: int = 0) -> tuple[list[Path], dict[str, int]]:
     out.mkdir(parents=True, exist_ok=True)
     table, defects = make_table(rows, seed)
     columns = list(table)
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    paths, counts = write_shards(args.out, args.rows, args.shards, args.seed)
+    paths, counts = generate(args.out, args.rows, args.shards, args.seed)
     print(
         f"wrote {args.rows} rows in {len(paths)} shards to {args.out}: {counts['fraud'] / args.rows:.1%} fraud, "
         f"{counts['exact_duplicates']} exact duplicates, {counts['key_duplicates']} key duplicates, "

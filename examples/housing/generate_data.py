@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
+
+from raymlp.data.sources import write_shards
 
 NEIGHBOURHOODS = np.array(["center", "riverside", "suburb", "hills", "industrial"])
 PREMIUM = np.array([1.6, 1.3, 1.0, 1.2, 0.7])
@@ -41,15 +42,8 @@ def make_table(rows: int, seed: int) -> pa.Table:
     })
 
 
-def write_shards(out: Path, rows: int, shards: int, seed: int = 0) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    table = make_table(rows, seed)
-    bounds = np.linspace(0, rows, shards + 1, dtype=int)
-    paths = []
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        paths.append(out / f"part-{i:03d}.csv")
-        pcsv.write_csv(table.slice(lo, hi - lo), paths[-1])
-    return paths
+def generate(out: Path, rows: int, shards: int, seed: int = 0) -> list[Path]:
+    return write_shards(make_table(rows, seed), out, shards, "csv")
 
 
 def main() -> None:
@@ -59,7 +53,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    paths = write_shards(args.out, args.rows, args.shards, args.seed)
+    paths = generate(args.out, args.rows, args.shards, args.seed)
     print(f"wrote {args.rows} rows in {len(paths)} shards to {args.out}")
 
 

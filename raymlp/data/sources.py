@@ -132,3 +132,16 @@ def _split_glob(path: str) -> tuple[str, str | None]:
         return path, None
     base = path[: path.rfind("/", 0, cut)] if "/" in path[:cut] else "."
     return base, path[len(base) + 1 :]
+
+
+def write_shards(table: pa.Table, out: Path, shards: int, fmt: str = "parquet") -> list[Path]:
+    """Split `table` into `shards` consecutive files `part-000.<fmt>`... in `out` (parquet or csv):
+    how the example generators lay out a sharded source."""
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {"parquet": pq.write_table, "csv": pa_csv.write_csv}
+    bounds = [round(i * table.num_rows / shards) for i in range(shards + 1)]
+    paths = []
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        paths.append(out / f"part-{i:03d}.{fmt}")
+        writers[fmt](table.slice(lo, hi - lo), paths[-1])
+    return paths

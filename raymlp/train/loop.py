@@ -111,25 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.load_state_dict(restored["scheduler"])
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        train_sums = torch.zeros(metrics.size(detailed=False), dtype=torch.float64, device=device)
-        for step, (x, y) in enumerate(train_feed.batches(epoch, shuffle=True), start=1):
-            window_end = step % cfg.accumulation_steps == 0
-            with contextlib.nullcontext() if window_end else collective.no_sync(model):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    outputs = model(x)
-                loss = metrics.loss(outputs, y)
-                (loss / cfg.accumulation_steps).backward()
-            if window_end:
-                collective.step(model, optimizer, cfg.clip_grad_norm)
-                optimizer.zero_grad()
-                scheduler.step()
-            train_sums += metrics.sums(outputs.detach(), y, detailed=False)
-        optimizer.zero_grad()  # an unfinished accumulation window does not carry over
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - started
+        train_sums, train_seconds = _train_epoch(model, optimizer, scheduler, train_feed, epoch, cfg, collective, metrics, bf16)
         valid_sums = evaluate(model, valid_feed, metrics, device, bf16)
         collective.all_reduce_sum(train_sums)
         row = {
@@ -145,8 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # Every rank sees the same all-reduced metric, so every rank decides the same way.
         state.improved(row[run.metric], run.mode, cfg.early_stopping_min_delta)
         stop = cfg.early_stopping_patience is not None and state.epochs_without_improvement >= cfg.early_stopping_patience
-        last = stop or epoch == cfg.epochs
-        if epoch % cfg.checkpoint_every and not last:
+        if epoch % cfg.checkpoint_every and not stop and epoch != cfg.epochs:
             ray.train.report(row)
             continue
         # Every rank must call report; only rank 0 writes the (identical, synced) weights.
@@ -164,6 +145,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(row, checkpoint=checkpoint)
         if stop:
             break
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    feed: ShardFeed,
+    epoch: int,
+    cfg: TrainConfig,
+    collective: Collective,
+    metrics: MetricSpec,
+    bf16: bool,
+) -> tuple[torch.Tensor, float]:
+    """One pass over this worker's shard: this worker's summed statistics, and the seconds it took."""
+    model.train()
+    device = feed.device
+    started = time.perf_counter()
+    sums = torch.zeros(metrics.size(detailed=False), dtype=torch.float64, device=device)
+    for step, (x, y) in enumerate(feed.batches(epoch, shuffle=True), start=1):
+        window_end = step % cfg.accumulation_steps == 0
+        with contextlib.nullcontext() if window_end else collective.no_sync(model):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                outputs = model(x)
+            loss = metrics.loss(outputs, y)
+            (loss / cfg.accumulation_steps).backward()
+        if window_end:
+            collective.step(model, optimizer, cfg.clip_grad_norm)
+            optimizer.zero_grad()
+            scheduler.step()
+        sums += metrics.sums(outputs.detach(), y, detailed=False, mean_loss=loss.detach())
+    optimizer.zero_grad()  # an unfinished accumulation window does not carry over
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return sums, time.perf_counter() - started
 
 
 @torch.no_grad()

@@ -43,23 +43,29 @@ class MetricSpec:
         if self.task == "regression":
             return 6 if detailed else 2
         c = self.num_outputs
-        return 2 + c * c + (2 * c * AUC_BINS if detailed else 0)
+        return 2 + c * c + 2 * c * AUC_BINS if detailed else 3
 
     @torch.no_grad()
-    def sums(self, outputs: torch.Tensor, targets: torch.Tensor, detailed: bool) -> torch.Tensor:
-        """This batch's statistics; `detailed` adds what AUC, F1 and R² need (validation only)."""
+    def sums(
+        self, outputs: torch.Tensor, targets: torch.Tensor, detailed: bool, mean_loss: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """This batch's statistics: loss and rows, plus correct predictions (classification); or,
+        `detailed`, everything AUC, F1 and R² need (validation). Pass the batch's `mean_loss` when
+        it is already computed (training) to save computing it again."""
         outputs = outputs.float()
-        head = torch.stack([self.loss(outputs, targets, "sum").double(), outputs.new_tensor(len(targets)).double()])
+        loss_sum = mean_loss * len(targets) if mean_loss is not None else self.loss(outputs, targets, "sum")
+        head = torch.stack([loss_sum.double(), outputs.new_tensor(len(targets)).double()])
         if self.task == "regression":
             if not detailed:
                 return head
             err = outputs.squeeze(1).double() - targets.double()
             y = targets.double()
             return torch.cat([head, torch.stack([(err * err).sum(), err.abs().sum(), y.sum(), (y * y).sum()])])
-        c = self.num_outputs
-        confusion = torch.bincount(targets * c + outputs.argmax(dim=1), minlength=c * c).double()
+        predicted = outputs.argmax(dim=1)
         if not detailed:
-            return torch.cat([head, confusion])
+            return torch.cat([head, (predicted == targets).sum().double().reshape(1)])
+        c = self.num_outputs
+        confusion = torch.bincount(targets * c + predicted, minlength=c * c).double()
         probs = torch.softmax(outputs, dim=1)
         bins = (probs * AUC_BINS).long().clamp_(max=AUC_BINS - 1) + torch.arange(c, device=probs.device) * AUC_BINS
         every = torch.bincount(bins.flatten(), minlength=c * AUC_BINS)
@@ -81,12 +87,12 @@ class MetricSpec:
                     "r2": 1.0 - sse / variance if variance > 0 else float("nan"),
                 }
             return {f"{prefix}_{k}": v for k, v in out.items()}
+        if not detailed:
+            return {f"{prefix}_loss": out["loss"], f"{prefix}_accuracy": s[2].item() / rows}
         c = self.num_outputs
         confusion = s[2 : 2 + c * c].reshape(c, c)
-        out["accuracy"] = confusion.trace().item() / rows
-        if detailed:
-            histograms = s[2 + c * c :].reshape(2, c, AUC_BINS)
-            out |= {"auc": _auc(histograms[0], histograms[1]), "f1": _f1(confusion)}
+        histograms = s[2 + c * c :].reshape(2, c, AUC_BINS)
+        out |= {"accuracy": confusion.trace().item() / rows, "auc": _auc(histograms[0], histograms[1]), "f1": _f1(confusion)}
         return {f"{prefix}_{k}": v for k, v in out.items()}
 
 

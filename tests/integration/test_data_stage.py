@@ -480,7 +480,7 @@ def test_unknown_columns_in_the_config_name_the_field(ray_session, tmp_path, fea
 
 
 def test_fraud_example_config_prepares_its_generated_data(ray_session, tmp_path, monkeypatch):
-    paths, defects = example_generator("fraud").write_shards(tmp_path / "data", rows=3000, shards=3, seed=0)
+    paths, defects = example_generator("fraud").generate(tmp_path / "data", rows=3000, shards=3, seed=0)
     cfg = load_config(FRAUD / "pipeline.yaml", [f"data.path={tmp_path / 'data'}"])
     assert cfg.data.path == str(tmp_path / "data")
     cuts, fit_time_split = [], prepare_module.fit_time_split

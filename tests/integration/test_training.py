@@ -75,11 +75,17 @@ def test_resume_continues_a_run_and_refuses_a_tampered_checkpoint(ray_session, q
 
 def test_regression_trains_registers_and_serves_values(ray_session, tmp_path):
     data = tmp_path / "housing"
-    example_generator("housing").write_shards(data, rows=3000, shards=3, seed=0)
+    example_generator("housing").generate(data, rows=3000, shards=3, seed=0)
     port = free_port()
     cfg = load_config(
         REPO / "examples" / "housing" / "pipeline.yaml",
-        [f"data.path={data}", f"run_dir={tmp_path / 'runs'}", "train.epochs=6", f"serve.port={port}"],
+        [
+            f"data.path={data}",
+            f"run_dir={tmp_path / 'runs'}",
+            "train.epochs=6",
+            "train.num_workers=[1, 2]",  # elastic: starts with what the cluster has, up to 2
+            f"serve.port={port}",
+        ],
     )
     result = run_pipeline(cfg, ["data", "train", "register", "serve"])
 
@@ -94,7 +100,7 @@ def test_regression_trains_registers_and_serves_values(ray_session, tmp_path):
 
 def test_multiclass_cnn_on_digits(ray_session, tmp_path):
     data = tmp_path / "digits"
-    example_generator("digits").write_shards(data, shards=3, seed=0)
+    example_generator("digits").generate(data, shards=3, seed=0)
     cfg = load_config(
         REPO / "examples" / "digits" / "pipeline.yaml",
         [f"data.path={data}", f"run_dir={tmp_path / 'runs'}", "train.epochs=6"],
