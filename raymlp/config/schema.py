@@ -205,7 +205,7 @@ class ModelConfig(Section):
     """Free-form settings passed to a user model factory inside `model_config.options`."""
 
     @model_validator(mode="after")
-    def _check_cnn(self) -> ModelConfig:
+    def _check_architecture(self) -> ModelConfig:
         if self.name not in ZOO and not re.match(IMPORT_PATH, self.name):
             raise ValueError(f"`name: {self.name}` is neither one of {', '.join(ZOO)} nor an import path `package.module:factory`")
         if self.name == "cnn" and self.image_shape is None:

@@ -74,6 +74,9 @@ def test_resume_continues_a_run_and_refuses_a_tampered_checkpoint(ray_session, q
 
 
 def test_regression_trains_registers_and_serves_values(ray_session, tmp_path):
+    from ray import serve
+
+    serve.shutdown()  # an earlier test's Serve keeps its own HTTP port and app on /
     data = tmp_path / "housing"
     example_generator("housing").generate(data, rows=3000, shards=3, seed=0)
     port = free_port()
