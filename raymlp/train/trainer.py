@@ -110,7 +110,6 @@ def _cache(train: TrainConfig, rows: int, input_dim: int) -> bool:
     (with the fewest workers an elastic run may have) fits in `cache_max_mb`."""
     if train.cache_data != "auto":
         return train.cache_data == "always"
-    fewest = train.num_workers[0] if isinstance(train.num_workers, tuple) else train.num_workers
-    shard_mb = rows * (input_dim + 1) * 4 / fewest / 2**20
+    shard_mb = rows * (input_dim + 1) * 4 / train.min_workers / 2**20
     log.info("train: each worker's shard is ~%.0f MiB; cache_max_mb is %d", shard_mb, train.cache_max_mb)
     return shard_mb <= train.cache_max_mb
