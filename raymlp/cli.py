@@ -14,6 +14,8 @@ from raymlp.config import ConfigError, load_config
 from raymlp.config.load import config_help
 
 if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
     from raymlp.pipeline import PipelineResult
 
 USER_ERRORS = (ConfigError, FileNotFoundError, LookupError, ValueError)
@@ -87,6 +89,51 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from raymlp.lifecycle import registry
+    from raymlp.lifecycle.tracking import configure_tracking
+
+    cfg = load_config(args.config, args.set)
+    target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    client = mlflow.MlflowClient(target.tracking_uri)
+    name = target.model_name
+    if args.action == "promote":
+        replaced = registry.crown(client, name, str(registry.resolve_version(client, name, args.version).version), "promoted by hand")
+        print(f"{name}: version {args.version} is champion (replaced {replaced or 'none'})")
+    elif args.action == "rollback":
+        demoted, restored = registry.rollback(client, name)
+        print(f"{name}: champion rolled back from version {demoted} to version {restored}")
+    else:
+        versions = registry.list_versions(client, name)
+        aliases = client.get_registered_model(name).aliases if versions else {}
+        print(_versions_table(versions, aliases, cfg.tune.metric))
+    return 0
+
+
+def _versions_table(versions: list[ModelVersion], aliases: dict[str, str], metric: str) -> str:
+    """Newest first; `aliases` maps alias to version (search results do not carry them)."""
+    if not versions:
+        return "no versions registered yet"
+    header = ("version", "aliases", metric, "int8", "data", "config", "run", "decision")
+    rows = [
+        (
+            v.version,
+            ",".join(sorted(a for a, n in aliases.items() if str(n) == str(v.version))) or "-",
+            v.tags.get(metric, "-")[:8],
+            {"true": "yes", "false": "no"}.get(v.tags.get("int8.accepted", ""), "-"),
+            v.tags.get("lineage.data_fingerprint", "-")[:10],
+            v.tags.get("lineage.config_sha256", "-")[:10],
+            v.run_id[:10],
+            v.tags.get("promotion.decision", "-"),
+        )
+        for v in reversed(versions)
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + "  " + r[-1] for r in [header, *rows])
+
+
 def _summary(result: PipelineResult) -> str:
     lines = [f"run folder:    {result.run_dir}", f"MLflow runs:   mlflow ui --backend-store-uri {result.tracking_uri}"]
     lines.append(f"               (run {result.mlflow_run_id})")
@@ -96,6 +143,10 @@ def _summary(result: PipelineResult) -> str:
         lines.append("best model:    " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
     if result.model_version:
         lines.append(f"registered:    {result.model_name} version {result.model_version}")
+    if result.promotion:
+        p = result.promotion
+        alias = "champion" if p.promote else "challenger"
+        lines.append(f"               {alias}: {p.reason}")
     if result.compress:
         c = result.compress
         verdict = "served" if c.accepted else "not served: metric drop over compress.max_metric_drop"
@@ -135,6 +186,22 @@ def _parser() -> argparse.ArgumentParser:
     train = with_config(sub.add_parser("train", help="prepare the data, train and register a model (no tune or serve)"))
     train.add_argument("--resume", metavar="RUN", help="continue RUN (a folder name under run_dir) from its latest checkpoint")
     train.set_defaults(command=cmd_run, stages="data,train,register", keep_serving=False)
+
+    tune = with_config(sub.add_parser("tune", help="prepare the data, search, register and compress (no serve)"))
+    tune.add_argument("--resume", metavar="RUN", help="restore RUN's interrupted search and finish its remaining trials")
+    tune.set_defaults(command=cmd_run, stages="data,tune,register,compress", keep_serving=False)
+
+    models = sub.add_parser("models", help="list registered versions; promote or roll back the champion")
+    actions = models.add_subparsers(required=True, dest="action", metavar="ACTION")
+    for action, text in [
+        ("list", "versions newest first, with aliases, metric, lineage and promotion decision"),
+        ("promote", "make VERSION (a number or alias) the champion"),
+        ("rollback", "give the champion alias back to the version the champion replaced"),
+    ]:
+        command = with_config(actions.add_parser(action, help=text))
+        if action == "promote":
+            command.add_argument("version")
+    models.set_defaults(command=cmd_models)
 
     validate = sub.add_parser("validate", help="check a config; print every error with its field path")
     validate.add_argument("config", nargs="?", help="pipeline YAML")

@@ -16,11 +16,12 @@ import mlflow
 import ray.train
 
 from raymlp.artifacts import load_bundle
-from raymlp.config import PipelineConfig, save_config, with_values
+from raymlp.config import PipelineConfig, config_digest, save_config, with_values
 from raymlp.data import PreparedData, prepare_data
 from raymlp.data.validate import ValidationReport
 from raymlp.lifecycle.compress import CompressReport, compress_bundle
-from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG, INT8_ARTIFACT, register_bundle
+from raymlp.lifecycle.promotion import PromotionDecision, challenge
+from raymlp.lifecycle.registry import CHAMPION, INT8_ACCEPTED_TAG, INT8_ARTIFACT, alias_version, register_bundle
 from raymlp.lifecycle.tracking import (
     configure_tracking,
     log_config,
@@ -34,7 +35,7 @@ from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.client import predict
 from raymlp.train.loop import score
 from raymlp.train.trainer import TrainOutcome, fit
-from raymlp.tune import run_search
+from raymlp.tune import SearchOutcome, TrialSummary, run_search
 
 
 STAGES = ("data", "train", "tune", "register", "compress", "serve")
@@ -50,6 +51,8 @@ class PipelineResult:
     validation: ValidationReport | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     compress: CompressReport | None = None
+    promotion: PromotionDecision | None = None
+    trials: list[TrialSummary] = field(default_factory=list)
     endpoint: str | None = None
     prediction: dict[str, Any] | None = None
 
@@ -76,8 +79,8 @@ def check_stages(stages: Sequence[str]) -> list[str]:
 
 def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: str | None = None) -> PipelineResult:
     """Run `stages` of `cfg` on the current Ray cluster (started embedded if there is none).
-    `resume` names an earlier run (its folder under `run_dir`) whose training continues from its
-    latest checkpoint instead of starting over."""
+    `resume` names an earlier run (its folder under `run_dir`) to continue instead of starting
+    over: training from its latest checkpoint, a search with its finished trials kept."""
     stages = check_stages(stages)
     init_ray(cfg.runtime)
     run_id = resume or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -102,28 +105,31 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: st
         if "train" in stages:
             candidates.append(_fit(cfg, data, f"{cfg.name}-{run_id}-train", storage_path))
         if "tune" in stages:
-            candidates.append(_tune(cfg, data, f"{cfg.name}-{run_id}-tune", storage_path))
+            search = _tune(cfg, data, f"{cfg.name}-{run_id}-tune", storage_path, resume=resume is not None)
+            result.trials = search.trials
+            candidates.append(search.best)
         if candidates:
             pick = min if cfg.tune.mode == "min" else max
             best = pick(candidates, key=lambda c: c.metrics[cfg.tune.metric])
             result.metrics = dict(best.metrics)
             mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
-            with best.checkpoint.as_directory() as bundle_dir:
-                log_history(json.loads((Path(bundle_dir) / "metrics.json").read_text())["history"])
+            with best.checkpoint.as_directory() as checkpoint_dir:
+                bundle_dir = Path(checkpoint_dir)
+                log_history(json.loads((bundle_dir / "metrics.json").read_text())["history"])
                 if data.test is not None:  # the held-out test split, scored once, on the chosen model
-                    result.metrics |= score(load_bundle(Path(bundle_dir)).module, data.test, data.features, "test")
+                    result.metrics |= score(load_bundle(bundle_dir).module, data.test, data.features, "test")
                     mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.startswith("test_")})
                 if "register" in stages:
-                    tags = {
-                        **result.metrics,
-                        "tuned_params": json.dumps(best.params),
-                        "run_dir": str(run_dir),
-                        "data.fingerprint": data.validation.fingerprint,
-                    }
-                    version = register_bundle(client, target.model_name, run.info.run_id, Path(bundle_dir), tags)
+                    tags = _lineage(cfg, client, target.model_name, run.info.run_id, data, best)
+                    version = register_bundle(client, target.model_name, run.info.run_id, bundle_dir, tags)
                     result.model_version = str(version.version)
                 if "compress" in stages:
-                    result.compress = _compress(cfg, Path(bundle_dir), data, client, result)
+                    result.compress = _compress(cfg, bundle_dir, data, client, result)
+                if "register" in stages:  # after compress: a promoted version is served int8 when accepted
+                    result.promotion = challenge(
+                        client, cfg.registry, target.model_name, result.model_version, bundle_dir,
+                        data.valid_rows, cfg.tune.metric, cfg.tune.mode,
+                    )  # fmt: skip
 
     if "serve" in stages:
         app = build_model_app(cfg.serve, cfg.monitor, target)
@@ -151,28 +157,52 @@ def _fit(
         name=name,
         storage_path=storage_path,
         callbacks=callbacks,
+        measure_latency="latency_ms" in cfg.tune.objectives,
     )
 
 
-def _tune(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str) -> TrainOutcome:
+def _tune(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str, resume: bool) -> SearchOutcome:
     def fit_trial(
         params: dict[str, Any], run_name: str, callbacks: Sequence[ray.train.UserCallback]
     ) -> TrainOutcome:
         return _fit(with_values(cfg, params), data, run_name, storage_path, callbacks)
 
+    trial_cpus, cpus = cfg.train.min_workers * cfg.train.cpus_per_worker, cluster_cpus()
+    if trial_cpus > cpus:
+        raise ValueError(
+            f"train.num_workers x train.cpus_per_worker: a trial needs {trial_cpus:g} CPUs and the cluster has {cpus:g}; "
+            "lower them or add nodes"
+        )
     search = run_search(
         cfg.tune,
         fit_trial,
         max_epochs=cfg.train.epochs,
         trial_cpus=cfg.train.max_workers * cfg.train.cpus_per_worker,
-        cluster_cpus=cluster_cpus(),
+        cluster_cpus=cpus,
         seed=cfg.seed,
         name=name,
         storage_path=storage_path,
+        resume=resume,
     )
     for trial in search.trials:
         log_trial(trial.trial_id, trial.params, trial.metrics)
-    return search.best
+    return search
+
+
+def _lineage(
+    cfg: PipelineConfig, client: mlflow.MlflowClient, model_name: str, run_id: str, data: PreparedData, best: TrainOutcome
+) -> dict[str, Any]:
+    """Tags that answer, months later, what produced a version: data, config, run, and the
+    champion it was registered to challenge (the code version is on the run, see log_run_context)."""
+    champion = alias_version(client, model_name, CHAMPION)
+    return {
+        **best.metrics,
+        "tuned_params": json.dumps(best.params),
+        "lineage.data_fingerprint": data.validation.fingerprint,
+        "lineage.config_sha256": config_digest(cfg),
+        "lineage.run_id": run_id,
+        "lineage.challenges": str(champion.version) if champion else "none",
+    }
 
 
 def _compress(
@@ -182,7 +212,8 @@ def _compress(
         report = compress_bundle(
             cfg.compress, bundle_dir, data.valid, Path(tmp) / INT8_ARTIFACT, cfg.tune.metric, cfg.tune.mode
         )
-        client.log_artifacts(result.mlflow_run_id, str(Path(tmp) / INT8_ARTIFACT), artifact_path=INT8_ARTIFACT)
+        if report.accepted:  # a compressed model over the allowed metric drop is never registered
+            client.log_artifacts(result.mlflow_run_id, str(Path(tmp) / INT8_ARTIFACT), artifact_path=INT8_ARTIFACT)
     mlflow.log_metrics(report.as_metrics())
     if result.model_version:
         for key, value in {**report.as_metrics(), INT8_ACCEPTED_TAG: str(report.accepted).lower()}.items():

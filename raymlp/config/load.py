@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,12 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
 def save_config(cfg: PipelineConfig, path: Path) -> None:
     """Write the resolved config (defaults filled in) so the run can be reproduced from it."""
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def config_digest(cfg: PipelineConfig) -> str:
+    """SHA-256 of the resolved config (defaults filled in): the config part of a model's lineage."""
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def config_help(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:

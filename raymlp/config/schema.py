@@ -293,12 +293,17 @@ class SearchDim(Section):
     """Upper bound, inclusive for int (uniform, loguniform, int)."""
     values: list[Any] | None = None
     """Candidates (choice)."""
+    q: Annotated[float, Field(gt=0)] | None = None
+    """Quantization step: samples are rounded to multiples of `q` (e.g. 0.05, or 16 for an int).
+    Unset: continuous (int: every integer)."""
 
     @model_validator(mode="after")
     def _check_bounds(self) -> SearchDim:
         if self.type == "choice":
             if not self.values:
                 raise ValueError("a choice needs a non-empty `values` list")
+            if self.q is not None:
+                raise ValueError("`q` quantizes ranges; a choice takes none")
         elif self.low is None or self.high is None or self.low >= self.high:
             raise ValueError(f"a {self.type} range needs `low` < `high`")
         elif self.type == "loguniform" and self.low <= 0:
@@ -312,11 +317,25 @@ LOWER_IS_BETTER = ("valid_loss", "valid_rmse", "valid_mae")
 Metric = Literal["valid_loss", "valid_accuracy", "valid_auc", "valid_f1", "valid_rmse", "valid_mae", "valid_r2"]
 
 
+Objective = Literal["model_params", "latency_ms"]
+
+
 class TuneConfig(Section):
+    searcher: Literal["optuna", "random", "grid"] = "optuna"
+    """How trials pick their values: Optuna's TPE (learns from finished trials), random sampling,
+    or a grid over every combination (each dim a choice or an int range; num_samples is ignored)."""
+    scheduler: Literal["asha", "median", "none"] = "asha"
+    """Early stopping of poor trials: ASHA (successive halving), the median stopping rule, or none."""
     num_samples: PositiveInt = 4
     """Trials to run; each is a full distributed training run."""
     max_concurrent_trials: PositiveInt | None = None
     """Trials at once. Unset: as many as the cluster's CPUs fit."""
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    """Stop starting and running trials after this many seconds; the best so far wins."""
+    objectives: list[Objective] = Field(default_factory=list)
+    """Further objectives to minimize beside `metric` (multi-objective TPE): `model_params`
+    (parameter count), `latency_ms` (one 64-row forward pass). The model registered is the
+    trial with the best `metric`, which always lies on the Pareto front; the front is logged."""
     metric: Metric | None = None
     """Validation metric that ranks checkpoints, trials and candidate models, and drives early
     stopping. Unset: valid_accuracy for classification, valid_rmse for regression."""
@@ -324,6 +343,18 @@ class TuneConfig(Section):
     """Epochs every trial runs before ASHA may stop it."""
     space: dict[str, SearchDim] = Field(default_factory=dict)
     """Search space: config path (e.g. `train.lr`) to distribution."""
+
+    @model_validator(mode="after")
+    def _check_search(self) -> TuneConfig:
+        if self.objectives and self.searcher != "optuna":
+            raise ValueError("tune.objectives: multi-objective search needs `searcher: optuna`")
+        if self.searcher == "grid":
+            for path, dim in self.space.items():
+                if dim.type in ("uniform", "loguniform"):
+                    raise ValueError(
+                        f"tune.space.{path}: a grid cannot enumerate a {dim.type} range; make it a choice"
+                    )
+        return self
 
     @property
     def mode(self) -> Literal["min", "max"]:
@@ -337,6 +368,14 @@ class RegistryConfig(Section):
     """MLflow experiment. Unset: the pipeline name."""
     model_name: str | None = None
     """Registered model name. Unset: the pipeline name."""
+    promotion: Literal["if_better", "always", "manual"] = "if_better"
+    """When a newly registered version becomes `champion` (the version served by default): when it
+    beats the champion on `tune.metric` by more than `promotion_margin`, both scored on this run's
+    validation rows; always; or only by `raymlp models promote`. A version that is not promoted
+    becomes `challenger`. The first version is always champion."""
+    promotion_margin: Annotated[float, Field(ge=0)] = 0.0
+    """How much a challenger must beat the champion by, in the metric's units (0.005 = half a
+    point of accuracy)."""
 
 
 class CompressConfig(Section):
@@ -353,8 +392,8 @@ class ServeConfig(Section):
     """HTTP port of the Serve proxy."""
     route_prefix: str = "/"
     """URL prefix of the app."""
-    model_version: str = "latest"
-    """Registered version to serve: a number, an alias, or "latest"."""
+    model_version: str = "champion"
+    """Registered version to serve: a number, an alias (`champion`, `challenger`), or "latest"."""
     quantized: bool = True
     """Serve the int8 weights when the compress stage accepted them."""
     num_replicas: PositiveInt = 1

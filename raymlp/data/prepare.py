@@ -27,7 +27,7 @@ from raymlp.data.fit import Fitted, Roles, fit_feature_pipeline, raw_statistics,
 from raymlp.data.profile import build_profile, profile_summary
 from raymlp.data.rows import Record, RowSource, row_source
 from raymlp.data.sources import list_files
-from raymlp.data.split import NAMES, SPLIT, TRAIN, SplitRule, fit_time_split, random_split
+from raymlp.data.split import NAMES, SPLIT, TRAIN, VALID, SplitRule, fit_time_split, random_split
 from raymlp.data.validate import Ledger, ValidationReport, build_report, checks_for, target_schema
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ class PreparedData:
     num_rows: dict[str, int]
     sample_rows: list[dict[str, Any]]
     """A few raw validation rows without the label, for smoke-testing the served model."""
+    valid_rows: ray.data.Dataset
+    """The valid split as validated raw rows (label included), re-read lazily: how another model,
+    with its own feature transform, is scored on the same rows (see lifecycle.promotion)."""
     dropped_features: dict[str, str] = field(default_factory=dict)
 
 
@@ -161,6 +164,7 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
         profile=profile,
         num_rows=num_rows,
         sample_rows=[{k: _jsonable(v) for k, v in row.items()} for row in sample],
+        valid_rows=rows.filter(expr=f"{SPLIT} == {VALID}").drop_columns([SPLIT]),
         dropped_features=fit.fitted.dropped,
     )
 

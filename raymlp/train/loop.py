@@ -63,6 +63,8 @@ class RunSettings:
     train_rows: int
     use_gpu: bool
     backend: str
+    measure_latency: bool = False
+    """Report `latency_ms` each epoch (a multi-objective search minimizes it)."""
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -121,7 +123,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "lr": scheduler.get_last_lr()[0],
             "train_seconds": train_seconds,
             "train_samples_per_s": train_sums[1].item() / train_seconds,
+            "model_params": sum(p.numel() for p in model.parameters()),
         }
+        if run.measure_latency:
+            row["latency_ms"] = forward_latency_ms(collective.unwrap(model), spec.input_dim, device)
         state.epoch = epoch
         state.history.append(row)
         # Every rank sees the same all-reduced metric, so every rank decides the same way.
@@ -202,6 +207,22 @@ def score(model: nn.Module, ds: ray.data.Dataset, features: FeaturePipeline, pre
         ds.iterator(), cache=False, batch_size=4096, target_dtype=metrics.target_dtype, device=cpu, seed=0
     )
     return metrics.summarize(evaluate(model, feed, metrics, cpu), prefix, detailed=True)
+
+
+@torch.no_grad()
+def forward_latency_ms(model: nn.Module, input_dim: int, device: torch.device, rows: int = 64) -> float:
+    """Median time of one forward pass over `rows` random inputs, in eval mode."""
+    was_training, batch = model.training, torch.randn(rows, input_dim, device=device)
+    model.eval()
+    times = []
+    for _ in range(11):
+        start = time.perf_counter()
+        model(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    model.train(was_training)
+    return sorted(times[1:])[5]  # the first pass warms up
 
 
 def _collective(backend: str) -> Collective:

@@ -48,6 +48,7 @@ def fit(
     name: str,
     storage_path: str,
     callbacks: Sequence[ray.train.UserCallback] = (),
+    measure_latency: bool = False,
 ) -> TrainOutcome:
     use_gpu = resolve_use_gpu(train.use_gpu)
     train_rows = datasets["train"].count()
@@ -59,6 +60,7 @@ def fit(
         train_rows=train_rows,
         use_gpu=use_gpu,
         backend=train.backend,
+        measure_latency=measure_latency,
     )
     loop_config = {
         "model": model.model_dump(mode="json"),

@@ -1,21 +1,25 @@
-"""The tune stage: Optuna TPE search with ASHA early stopping, one distributed training run per trial.
+"""The tune stage: a search (Optuna TPE, random or grid) with early stopping (ASHA, median rule),
+one distributed training run per trial, resumable after the driver dies.
 
 Ray Train V2 does not accept a Trainer as a Tune trainable: each trial runs a small driver function
-that builds and fits its own `TorchTrainer`, whose per-epoch reports reach Tune (and ASHA) through
-`TuneReportCallback`.
+that builds and fits its own `TorchTrainer`, whose per-epoch reports reach Tune (and the scheduler)
+through `TuneReportCallback`. A trial's training run is named after the trial, so a trial restarted
+by `Tuner.restore` resumes its training run from its latest checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raymlp.config.schema import TuneConfig
@@ -27,13 +31,20 @@ log = logging.getLogger(__name__)
 FitTrial = Callable[[dict[str, Any], str, Sequence[ray.train.UserCallback]], object]
 """fit_trial(overrides, run_name, callbacks): one training run with `overrides` applied."""
 
+HISTORY_KEYS = ("epoch", "lr", "model_params", "latency_ms")
+
 
 @dataclass
 class TrialSummary:
     trial_id: str
     params: dict[str, Any]
     metrics: dict[str, Any]
+    """The trial's best epoch."""
     epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Every epoch the trial reported, in order."""
+    pareto: bool = True
+    """On the Pareto front of `metric` and `tune.objectives` (always, for a single objective)."""
 
 
 @dataclass
@@ -52,45 +63,101 @@ def run_search(
     seed: int,
     name: str,
     storage_path: str,
+    resume: bool = False,
 ) -> SearchOutcome:
-    """Run `cfg.num_samples` trials and return the best checkpoint over every trial and epoch."""
-    metric, mode = cfg.metric, cfg.mode
+    """Run the search and return the best checkpoint over every trial and epoch. `resume` restores
+    the experiment `name` under `storage_path` when one was saved there: finished trials are kept,
+    unfinished and errored ones run again (their training resumes from its checkpoints)."""
 
     def trial(sampled: dict[str, Any]) -> None:
         trial_id = tune.get_context().get_trial_id()
         fit_trial(decode_params(cfg.space, sampled), f"{name}-{trial_id}", [TuneReportCallback()])
 
-    concurrency = cfg.max_concurrent_trials or max(1, int(cluster_cpus // trial_cpus))
-    tuner = tune.Tuner(
-        # The driver function only waits on its TorchTrainer, whose workers hold the CPUs;
-        # reserving a CPU for it too would deadlock a small cluster.
-        tune.with_resources(trial, {"cpu": 0, "memory": 64 * 1024**2}),
-        param_space=build_param_space(cfg.space),
-        tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
-            num_samples=cfg.num_samples,
-            max_concurrent_trials=concurrency,
-            search_alg=OptunaSearch(seed=seed),
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=cfg.grace_period),
-        ),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1),
-    )
-    grid = tuner.fit()
+    # The driver function only waits on its TorchTrainer, whose workers hold the CPUs; reserving a
+    # CPU for it too would deadlock a small cluster.
+    trainable = tune.with_resources(trial, {"cpu": 0, "memory": 64 * 1024**2})
+    path = Path(storage_path) / name
+    if resume and tune.Tuner.can_restore(path):
+        log.info("tune: restoring the experiment at %s", path)
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        concurrency = cfg.max_concurrent_trials or max(1, int(cluster_cpus // trial_cpus))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=build_param_space(cfg.space, grid=cfg.searcher == "grid"),
+            tune_config=tune.TuneConfig(
+                num_samples=1 if cfg.searcher == "grid" else cfg.num_samples,
+                max_concurrent_trials=concurrency,
+                search_alg=build_searcher(cfg, seed),
+                scheduler=build_scheduler(cfg, max_epochs),
+                time_budget_s=cfg.time_budget_s,
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1),
+        )
+    return _collect(tuner.fit(), cfg, f"{storage_path}/{name}")
+
+
+def build_searcher(cfg: TuneConfig, seed: int) -> Searcher | BasicVariantGenerator:
+    """The searcher holds metric and mode itself (not `tune.TuneConfig`): Tune would overwrite a
+    multi-objective searcher's list of metrics with the single one given there."""
+    if cfg.searcher == "optuna":
+        metrics = [cfg.metric, *cfg.objectives]
+        modes = [cfg.mode] + ["min"] * len(cfg.objectives)
+        if not cfg.objectives:
+            metrics, modes = metrics[0], modes[0]
+        return OptunaSearch(metric=metrics, mode=modes, seed=seed)
+    return BasicVariantGenerator(random_state=seed)
+
+
+def build_scheduler(cfg: TuneConfig, max_epochs: int) -> TrialScheduler:
+    """Schedulers stop trials on `metric` alone, counted in epochs (Tune's training_iteration)."""
+    common = {"metric": cfg.metric, "mode": cfg.mode, "time_attr": "training_iteration"}
+    if cfg.scheduler == "asha":
+        return ASHAScheduler(**common, max_t=max_epochs, grace_period=cfg.grace_period)
+    if cfg.scheduler == "median":
+        return MedianStoppingRule(**common, grace_period=cfg.grace_period, min_samples_required=2)
+    return FIFOScheduler()
+
+
+def _collect(grid: tune.ResultGrid, cfg: TuneConfig, where: str) -> SearchOutcome:
+    metric, mode = cfg.metric, cfg.mode
     candidates, trials = [], []
     for result in grid:
         if result.error or result.metrics_dataframe is None:
             log.warning("trial failed: %s", result.error)
             continue
-        history = result.metrics_dataframe.dropna(subset=[metric, CHECKPOINT_PATH_KEY])
+        reported = result.metrics_dataframe.dropna(subset=[metric])
+        history = [
+            {k: float(v) for k, v in row.items() if k in HISTORY_KEYS or k.startswith(("train_", "valid_"))}
+            for row in reported.to_dict("records")
+        ]
+        checkpointed = reported.dropna(subset=[CHECKPOINT_PATH_KEY])
+        if checkpointed.empty:
+            continue
+        best_row = checkpointed.sort_values(metric, ascending=(mode == "min")).iloc[0]
+        metrics = {
+            k: v.item() for k, v in best_row.items() if k in HISTORY_KEYS or k.startswith(("train_", "valid_"))
+        }
         params = decode_params(cfg.space, {k: result.config[k] for k in cfg.space})
-        best_row = history.sort_values(metric, ascending=(mode == "min")).iloc[0]
-        metrics = {k: v.item() for k, v in best_row.items() if k == "epoch" or k.startswith(("train_", "valid_"))}
-        trials.append(TrialSummary(result.metrics["trial_id"], params, metrics, len(history)))
+        trials.append(TrialSummary(result.metrics["trial_id"], params, metrics, len(history), history))
         candidates.append((metrics, best_row[CHECKPOINT_PATH_KEY], params))
     if not candidates:
-        raise RuntimeError(f"tune: all {cfg.num_samples} trials failed; see the logs under {storage_path}/{name}")
+        raise RuntimeError(f"tune: no trial finished an epoch with a checkpoint; see the logs under {where}")
+    for summary, on_front in zip(trials, pareto_front([t.metrics for t in trials], cfg)):
+        summary.pareto = on_front
     pick = min if mode == "min" else max
     metrics, path, params = pick(candidates, key=lambda c: c[0][metric])
     best = TrainOutcome(checkpoint=ray.train.Checkpoint(path), metrics=metrics, params=params)
     return SearchOutcome(best=best, trials=trials)
+
+
+def pareto_front(points: list[dict[str, float]], cfg: TuneConfig) -> list[bool]:
+    """Whether each point is dominated by no other on `metric` and every `objectives` entry."""
+    sign = -1.0 if cfg.mode == "max" else 1.0  # compare everything as "lower is better"
+    keys = [(cfg.metric, sign)] + [(k, 1.0) for k in cfg.objectives]
+    costs = [[s * p[k] for k, s in keys] for p in points]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    return [not any(dominates(other, c) for other in costs if other is not c) for c in costs]
