@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from raymlp.config.load import config_help
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
+    from raymlp.config import PipelineConfig
     from raymlp.pipeline import PipelineResult
 
 USER_ERRORS = (ConfigError, FileNotFoundError, LookupError, ValueError)
@@ -50,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = args.stages.split(",") if args.stages else list(STAGES)
     runtime = init_ray(cfg.runtime)
     result = run_pipeline(cfg, stages, resume=args.resume)
-    print(_summary(result))
+    print(_summary(result, cfg))
     if result.endpoint and runtime.embedded:
         if args.keep_serving:
             _wait_for_interrupt(result.endpoint)
@@ -64,12 +66,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from raymlp.lifecycle.tracking import configure_tracking
     from raymlp.runtime import init_ray, shutdown_ray
     from raymlp.serve.app import build_model_app, deploy
+    from raymlp.serve.security import resolve_api_keys
 
     cfg = load_config(args.config, args.set)
     runtime = init_ray(cfg.runtime)
     target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
-    url = deploy(build_model_app(cfg.serve, cfg.monitor, target), cfg.serve, name=cfg.name)
+    api_keys = resolve_api_keys(cfg.serve.auth, Path(cfg.run_dir))
+    url = deploy(build_model_app(cfg.serve, cfg.monitor, target, api_keys), cfg.serve, name=cfg.name)
     print(f"serving {target.model_name} at {url}/predict (OpenAPI docs: {url}/docs)")
+    print(_auth_line(cfg))
     if runtime.embedded:
         _wait_for_interrupt(url)
     shutdown_ray(runtime)
@@ -82,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     text = Path(args.file).read_text() if args.file else args.rows
     rows = json.loads(text)
     try:
-        print(json.dumps(predict(args.url, rows if isinstance(rows, list) else [rows]), indent=2))
+        print(json.dumps(predict(args.url, rows if isinstance(rows, list) else [rows], api_key=args.api_key), indent=2))
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -134,7 +139,7 @@ def _versions_table(versions: list[ModelVersion], aliases: dict[str, str], metri
     return "\n".join("  ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + "  " + r[-1] for r in [header, *rows])
 
 
-def _summary(result: PipelineResult) -> str:
+def _summary(result: PipelineResult, cfg: PipelineConfig) -> str:
     lines = [f"run folder:    {result.run_dir}", f"MLflow runs:   mlflow ui --backend-store-uri {result.tracking_uri}"]
     lines.append(f"               (run {result.mlflow_run_id})")
     if result.validation:
@@ -156,9 +161,18 @@ def _summary(result: PipelineResult) -> str:
         )
     if result.endpoint:
         lines.append(f"endpoint:      {result.endpoint}/predict  (docs: {result.endpoint}/docs)")
+        lines.append(f"               {_auth_line(cfg)}")
     if result.prediction:
         lines.append("prediction:    " + json.dumps(result.prediction["predictions"][0]))
     return "\n".join(lines)
+
+
+def _auth_line(cfg: PipelineConfig) -> str:
+    auth = cfg.serve.auth
+    if auth.mode == "none":
+        return "auth: off (serve.auth.mode: none)"
+    where = auth.keys_file or str(Path(cfg.run_dir) / "api_keys")
+    return f"auth: API key from ${auth.keys_env} or {where}; send `Authorization: Bearer <key>`"
 
 
 def _wait_for_interrupt(url: str) -> None:
@@ -214,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="send raw feature rows to a running app")
     pred.add_argument("--url", default="http://127.0.0.1:8000", help="app URL (without /predict)")
+    pred.add_argument("--api-key", default=os.environ.get("RAYMLP_API_KEY"), help="API key (default: $RAYMLP_API_KEY)")
     source = pred.add_mutually_exclusive_group(required=True)
     source.add_argument("--rows", help='JSON row or list of rows, e.g. \'{"age": 40, "plan": "basic"}\'')
     source.add_argument("--file", help="JSON file holding a row or a list of rows")

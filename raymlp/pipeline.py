@@ -33,6 +33,7 @@ from raymlp.lifecycle.tracking import (
 from raymlp.runtime import cluster_cpus, init_ray
 from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.client import predict
+from raymlp.serve.security import resolve_api_keys
 from raymlp.train.loop import score
 from raymlp.train.trainer import TrainOutcome, fit
 from raymlp.tune import SearchOutcome, TrialSummary, run_search
@@ -54,6 +55,8 @@ class PipelineResult:
     promotion: PromotionDecision | None = None
     trials: list[TrialSummary] = field(default_factory=list)
     endpoint: str | None = None
+    api_key: str | None = None
+    """A key the app accepts (None when `serve.auth.mode` is none)."""
     prediction: dict[str, Any] | None = None
 
 
@@ -132,10 +135,12 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: st
                     )  # fmt: skip
 
     if "serve" in stages:
-        app = build_model_app(cfg.serve, cfg.monitor, target)
+        api_keys = resolve_api_keys(cfg.serve.auth, Path(cfg.run_dir))
+        result.api_key = api_keys[0] if api_keys else None
+        app = build_model_app(cfg.serve, cfg.monitor, target, api_keys)
         result.endpoint = deploy(app, cfg.serve, name=cfg.name)
         if data is not None:
-            result.prediction = predict(result.endpoint, data.sample_rows)
+            result.prediction = predict(result.endpoint, data.sample_rows, api_key=result.api_key)
     return result
 
 

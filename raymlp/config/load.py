@@ -87,6 +87,8 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     cfg.run_dir = resolve(cfg.run_dir)
     if cfg.train.storage_path:
         cfg.train.storage_path = resolve(cfg.train.storage_path)
+    if cfg.serve.auth.keys_file:
+        cfg.serve.auth.keys_file = resolve(cfg.serve.auth.keys_file)
     return cfg
 
 

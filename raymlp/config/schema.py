@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
@@ -385,6 +386,33 @@ class CompressConfig(Section):
     """Largest validation-metric loss (0.005 = 0.5 points) for the int8 model to be served."""
 
 
+class AutoscalingConfig(Section):
+    target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
+    """Requests in flight per replica that the autoscaler aims for."""
+    upscale_delay_s: Annotated[float, Field(ge=0)] = 5.0
+    """How long load must stay above target before replicas are added."""
+    downscale_delay_s: Annotated[float, Field(ge=0)] = 60.0
+    """How long load must stay below target before replicas are removed."""
+
+
+class BatchingConfig(Section):
+    max_batch_size: PositiveInt = 32
+    """Most requests one forward pass serves (each may hold many rows)."""
+    wait_timeout_s: Annotated[float, Field(ge=0)] = 0.005
+    """How long the first request of a batch waits for others to join it."""
+
+
+class AuthConfig(Section):
+    mode: Literal["api_key", "none"] = "api_key"
+    """`api_key`: every route but /healthz and /readyz needs `Authorization: Bearer <key>` or
+    `X-API-Key: <key>` (401 without); `none`: open to anyone who reaches the port."""
+    keys_env: str = "RAYMLP_API_KEYS"
+    """Environment variable, in the process that deploys the app, holding comma-separated keys."""
+    keys_file: str | None = None
+    """File of keys, one per line. Unset: `<run_dir>/api_keys`, created (mode 600) with one random
+    key when neither it nor `keys_env` holds a key."""
+
+
 class ServeConfig(Section):
     host: str = "127.0.0.1"
     """Interface the HTTP proxy binds; 0.0.0.0 exposes it to the network."""
@@ -396,12 +424,32 @@ class ServeConfig(Section):
     """Registered version to serve: a number, an alias (`champion`, `challenger`), or "latest"."""
     quantized: bool = True
     """Serve the int8 weights when the compress stage accepted them."""
-    num_replicas: PositiveInt = 1
-    """Model replicas."""
+    num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
+    """Model replicas: a number, or `[min, max]` for autoscaling between them (min 0 scales to
+    zero when idle; the first request then waits for a replica to start)."""
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    """How an autoscaled app (`num_replicas: [min, max]`) follows its load."""
     cpus_per_replica: Annotated[float, Field(gt=0)] = 0.5
-    """Logical CPUs each replica reserves."""
+    """Logical CPUs each replica reserves; it runs that many torch threads (rounded down, at least one)."""
+    max_ongoing_requests: PositiveInt = 64
+    """Requests a replica works on at once; batching needs many (Serve's default of 5 starves it)."""
+    max_queued_requests: Annotated[int, Field(ge=-1)] = 512
+    """Requests waiting for a replica before Serve answers 503 (-1: unbounded)."""
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    """Dynamic batching: concurrent requests share one forward pass."""
     max_rows: PositiveInt = 1024
     """Most rows accepted in one request."""
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    """Largest request body (413 above it, also for chunked uploads)."""
+    rate_limit_per_s: Annotated[float, Field(gt=0)] | None = None
+    """Requests per second per API key, per replica (429 with Retry-After above it). Unset: no limit."""
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> ServeConfig:
+        if isinstance(self.num_replicas, tuple) and self.num_replicas[0] > self.num_replicas[1]:
+            raise ValueError("`num_replicas: [min, max]` needs min <= max")
+        return self
 
 
 class MonitorConfig(Section):

@@ -13,9 +13,10 @@ class PredictError(RuntimeError):
         super().__init__(f"HTTP {status}: {body}")
 
 
-def predict(url: str, rows: list[dict[str, Any]], timeout_s: float = 30.0) -> dict[str, Any]:
+def predict(url: str, rows: list[dict[str, Any]], api_key: str | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
     """POST `rows` to `{url}/predict` and return the decoded response; 4xx/5xx raise PredictError."""
-    response = requests.post(f"{url.rstrip('/')}/predict", json={"rows": rows}, timeout=timeout_s)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = requests.post(f"{url.rstrip('/')}/predict", json={"rows": rows}, headers=headers, timeout=timeout_s)
     if response.status_code >= 400:
         raise PredictError(response.status_code, response.text)
     return response.json()

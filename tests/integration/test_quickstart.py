@@ -1,6 +1,7 @@
 """The quickstart pipeline end to end at tiny size: real Ray, real MLflow store, real HTTP."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -22,6 +23,10 @@ def quickstart(ray_session, quickstart_data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs")
     cfg = load_config(QUICKSTART / "pipeline.yaml", tiny_overrides(quickstart_data, run_dir, free_port()))
     return cfg, run_pipeline(cfg)
+
+
+def auth(result) -> dict[str, str]:
+    return {"Authorization": f"Bearer {result.api_key}"}
 
 
 def test_pipeline_registers_tracks_compresses_and_serves(quickstart):
@@ -55,13 +60,15 @@ def test_pipeline_registers_tracks_compresses_and_serves(quickstart):
 
 def test_http_predicts_raw_rows_and_reports_the_version(quickstart):
     _, result = quickstart
-    response = requests.post(f"{result.endpoint}/predict", json={"rows": [ROW, {**ROW, "plan": "premium"}]}, timeout=30)
+    response = requests.post(
+        f"{result.endpoint}/predict", json={"rows": [ROW, {**ROW, "plan": "premium"}]}, headers=auth(result), timeout=30
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["model"] == result.model_name and body["version"] == result.model_version
     assert len(body["predictions"]) == 2
     assert requests.get(f"{result.endpoint}/healthz", timeout=10).json()["status"] == "ok"
-    schema = requests.get(f"{result.endpoint}/openapi.json", timeout=10).json()
+    schema = requests.get(f"{result.endpoint}/openapi.json", headers=auth(result), timeout=10).json()
     assert set(ROW) <= set(schema["components"]["schemas"]["Row"]["properties"])
 
 
@@ -80,13 +87,24 @@ def test_http_predicts_raw_rows_and_reports_the_version(quickstart):
 def test_malformed_requests_get_422_naming_the_field_and_the_replica_keeps_serving(quickstart, raw_body, field):
     _, result = quickstart
     response = requests.post(
-        f"{result.endpoint}/predict", data=raw_body, headers={"content-type": "application/json"}, timeout=30
+        f"{result.endpoint}/predict", data=raw_body, headers={"content-type": "application/json", **auth(result)}, timeout=30
     )
     assert response.status_code == 422, response.text
     fields = [e["field"] for e in response.json()["detail"]]
     assert any(f.startswith(field) for f in fields), fields
     assert "NaN" not in response.text and '"red"' not in response.text  # input is never echoed
-    assert requests.post(f"{result.endpoint}/predict", json={"rows": [ROW]}, timeout=30).status_code == 200
+    assert requests.post(f"{result.endpoint}/predict", json={"rows": [ROW]}, headers=auth(result), timeout=30).status_code == 200
+
+
+def test_auth_is_on_by_default_with_a_generated_key(quickstart):
+    cfg, result = quickstart
+    key_file = Path(cfg.run_dir) / "api_keys"
+    assert key_file.read_text().strip() == result.api_key and key_file.stat().st_mode & 0o077 == 0
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        response = requests.post(f"{result.endpoint}/predict", json={"rows": [ROW]}, headers=headers, timeout=30)
+        assert response.status_code == 401 and "API key" in response.json()["detail"]
+    assert requests.get(f"{result.endpoint}/docs", timeout=10).status_code == 401
+    assert requests.get(f"{result.endpoint}/readyz", timeout=10).json()["status"] == "ready"  # probes stay open
 
 
 def test_missing_data_path_is_named(ray_session, tmp_path):

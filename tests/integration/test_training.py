@@ -96,7 +96,9 @@ def test_regression_trains_registers_and_serves_values(ray_session, tmp_path):
     prediction = result.prediction["predictions"][0]
     assert set(prediction) == {"value"} and math.isfinite(prediction["value"]) and prediction["value"] > 0
     body = {"rows": [{"area_m2": 80.0, "rooms": 3, "age_years": 10.0, "neighbourhood": "center", "distance_km": None}]}
-    response = requests.post(f"{result.endpoint}/predict", json=body, timeout=30)
+    response = requests.post(
+        f"{result.endpoint}/predict", json=body, headers={"X-API-Key": result.api_key}, timeout=30
+    )
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["value"] > 0
 
