@@ -116,6 +116,13 @@ def load_bundle(path: Path) -> LoadedModel:
     return LoadedModel(module=module.eval(), spec=spec, features=features, metrics=metrics)
 
 
+def read_features(path: Path) -> FeaturePipeline:
+    """Only the fitted feature transform of a bundle (verified first): what a request schema needs."""
+    path = Path(path)
+    verify_bundle(path)
+    return FeaturePipeline.from_json((path / "features.json").read_text())
+
+
 def load_train_state(path: Path) -> dict[str, Any]:
     """The loop state of a checkpoint written by the training loop (verified first)."""
     path = Path(path)

@@ -413,6 +413,14 @@ class AuthConfig(Section):
     key when neither it nor `keys_env` holds a key."""
 
 
+class CanaryConfig(Section):
+    version: str = "challenger"
+    """Version (a number or an alias) served beside `model_version`."""
+    percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    """Share of requests it answers. 0: shadow mode, where it answers a copy of every request and
+    its answers are only compared with the served ones (`raymlp_shadow_*` metrics), never returned."""
+
+
 class ServeConfig(Section):
     host: str = "127.0.0.1"
     """Interface the HTTP proxy binds; 0.0.0.0 exposes it to the network."""
@@ -424,6 +432,9 @@ class ServeConfig(Section):
     """Registered version to serve: a number, an alias (`champion`, `challenger`), or "latest"."""
     quantized: bool = True
     """Serve the int8 weights when the compress stage accepted them."""
+    canary: CanaryConfig | None = None
+    """A second version taking a share of the traffic (or a shadow copy of it). Its request
+    columns must be among the served version's."""
     num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
     """Model replicas: a number, or `[min, max]` for autoscaling between them (min 0 scales to
     zero when idle; the first request then waits for a replica to start)."""
@@ -431,6 +442,8 @@ class ServeConfig(Section):
     """How an autoscaled app (`num_replicas: [min, max]`) follows its load."""
     cpus_per_replica: Annotated[float, Field(gt=0)] = 0.5
     """Logical CPUs each replica reserves; it runs that many torch threads (rounded down, at least one)."""
+    gateway_cpus: Annotated[float, Field(gt=0)] = 0.25
+    """Logical CPUs each gateway replica reserves (auth, request validation, routing, retries)."""
     max_ongoing_requests: PositiveInt = 64
     """Requests a replica works on at once; batching needs many (Serve's default of 5 starves it)."""
     max_queued_requests: Annotated[int, Field(ge=-1)] = 512

@@ -1,0 +1,148 @@
+"""The HTTP ingress in front of the model replicas: auth and limits, the request schema, the
+traffic split between the served version and a canary, shadow traffic, and retries.
+
+Predictions are idempotent, so a call whose replica dies is retried on another: Serve does not
+retry a request that was already running on a replica that died.
+
+No `from __future__ import annotations` here: FastAPI reads the route's annotations at runtime, and
+the request model is a local of `__serve_build_asgi_app__`.
+"""
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.handle import DeploymentHandle
+
+from raymlp.data.features import FeaturePipeline
+from raymlp.monitor.metrics import ShadowMetrics
+from raymlp.serve.schemas import PredictResponse, make_request_model
+from raymlp.serve.security import GuardSettings, RequestGuard
+
+log = logging.getLogger("ray.serve")
+
+REPLICA_LOST = (RayActorError, ActorUnavailableError)
+
+
+class ModelUnavailable(Exception):
+    """No replica answered within the retries."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    model_name: str
+    version: str
+    """The served version; the request schema comes from its features."""
+    max_rows: int
+    guard: GuardSettings
+    canary_version: str | None = None
+    canary_percent: float = 0.0
+    """Share of requests the canary answers; 0 with a canary version means shadow mode."""
+    retries: int = 3
+    export_metrics: bool = True
+
+
+class Gateway:
+    """Made a Serve deployment in `serve.app`; see ModelReplica for why not by a decorator."""
+
+    def __init__(
+        self,
+        primary: DeploymentHandle,
+        features_json: str,
+        settings: GatewaySettings,
+        canary: DeploymentHandle | None = None,
+    ):
+        self.primary, self.canary, self.settings = primary, canary, settings
+        self.features = FeaturePipeline.from_json(features_json)
+        self.random = random.Random()
+        self.shadow_tasks: set[asyncio.Task] = set()
+        shadowing = canary is not None and settings.canary_percent == 0
+        self.shadow_metrics = (
+            ShadowMetrics(settings.model_name, settings.version, settings.canary_version)
+            if shadowing and settings.export_metrics
+            else None
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        s = self.settings
+        request_model = make_request_model(self.features, s.max_rows)
+        canary = f"; {s.canary_percent:g}% canary v{s.canary_version}" if s.canary_percent else ""
+        api = FastAPI(
+            title=f"raymlp: {s.model_name} v{s.version}{canary}",
+            description="Raw feature rows in; the fitted feature transform runs inside the model replicas.",
+        )
+        api.add_exception_handler(RequestValidationError, _validation_error)
+        api.add_exception_handler(ModelUnavailable, _unavailable)
+        api.add_exception_handler(Exception, _internal_error)
+        api.add_middleware(RequestGuard, settings=s.guard)
+
+        @api.post("/predict", response_model=PredictResponse)
+        async def predict(body: request_model) -> dict[str, Any]:
+            return await self.route([row.model_dump() for row in body.rows])
+
+        @api.get("/healthz")
+        def healthz() -> dict[str, str]:
+            """Liveness: the gateway answers."""
+            return {"status": "ok", "model": s.model_name, "version": s.version}
+
+        @api.get("/readyz")
+        async def readyz() -> JSONResponse:
+            """Readiness: a replica of the served version answers."""
+            try:
+                await self._call(self.primary, None)
+            except ModelUnavailable:
+                return JSONResponse({"status": "unavailable"}, status_code=503, headers={"retry-after": "1"})
+            return JSONResponse({"status": "ready", "model": s.model_name, "version": s.version})
+
+        return api
+
+    async def route(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        s = self.settings
+        use_canary = self.canary is not None and self.random.random() * 100 < s.canary_percent
+        answer = await self._call(self.canary if use_canary else self.primary, rows)
+        if self.shadow_metrics is not None:
+            task = asyncio.create_task(self._shadow(rows, answer["predictions"]))
+            self.shadow_tasks.add(task)  # a task nobody references can be garbage-collected mid-flight
+            task.add_done_callback(self.shadow_tasks.discard)
+        return {"model": s.model_name, **answer}
+
+    async def _call(self, handle: DeploymentHandle, rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """`rows` predicted by a replica of `handle`'s deployment, or its version when `rows` is None."""
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return await (handle.predict.remote(rows) if rows is not None else handle.version.remote())
+            except REPLICA_LOST as e:
+                log.warning("model replica lost (attempt %d): %s", attempt + 1, type(e).__name__)
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise ModelUnavailable
+
+    async def _shadow(self, rows: list[dict[str, Any]], served: list[dict[str, Any]]) -> None:
+        """The canary answers a copy of the request; its answer is only measured, never returned."""
+        try:
+            answer = await self._call(self.canary, rows)
+        except ModelUnavailable:
+            self.shadow_metrics.failed()
+            return
+        self.shadow_metrics.compare(served, answer["predictions"])
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's default handler echoes the input back, and fails with a 500 when that input
+    # holds NaN or Infinity; name the field and the problem only.
+    errors = [{"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]} for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
+async def _unavailable(_: Request, __: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "no model replica answered; retry"}, status_code=503, headers={"retry-after": "1"})
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("predict failed on %s", request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error; the gateway's log has the details"}, status_code=500)

@@ -1,0 +1,92 @@
+"""The model side of serving: raw rows to predictions, and the Serve replica that batches them.
+
+`predict_rows` is the one definition of a prediction (the HTTP app and batch inference both use
+it). `ModelReplica` loads one registered version, verified, and serves it behind the gateway: Serve
+batches concurrent calls into one forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from ray import serve
+
+from raymlp.artifacts import LoadedModel, load_bundle
+from raymlp.lifecycle.registry import download_bundle
+from raymlp.monitor.metrics import RequestMetrics
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which registered model a replica serves; the version is pinned when the app is built."""
+
+    tracking_uri: str
+    model_name: str
+    version: str
+    quantized: bool
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    threads: int
+    max_batch_size: int
+    batch_wait_timeout_s: float
+    export_metrics: bool
+
+
+def predict_rows(model: LoadedModel, columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """Raw input columns (name -> values) to one prediction per row: the label and every class's
+    probability, or the value in the label's units."""
+    features = model.features
+    x = torch.from_numpy(features.transform(columns))
+    with torch.inference_mode():
+        outputs = model.module(x)
+    if features.task == "regression":
+        return [{"value": float(v)} for v in features.decode_values(outputs[:, 0].double().numpy())]
+    probs = torch.softmax(outputs.float(), dim=1).numpy()
+    labels = features.classes
+    return [
+        {"label": labels[int(np.argmax(p))], "probabilities": {str(c): round(float(v), 6) for c, v in zip(labels, p)}}
+        for p in probs
+    ]
+
+
+class ModelReplica:
+    """One version of one model. Made a Serve deployment in `serve.app`, not by a decorator: a
+    decorated class is shadowed by its Deployment, so cloudpickle would copy the class by value."""
+
+    def __init__(self, source: ModelSource, settings: ReplicaSettings):
+        mlflow.set_tracking_uri(source.tracking_uri)
+        version = mlflow.MlflowClient().get_model_version(source.model_name, source.version)
+        bundle_dir, self.precision = download_bundle(version, source.quantized)
+        self.model = load_bundle(bundle_dir)
+        self.source = source
+        self.metrics = RequestMetrics(source.model_name, source.version) if settings.export_metrics else None
+        # As many threads as reserved CPUs: more would fight the other replicas for the same cores.
+        torch.set_num_threads(settings.threads)
+        self.predict.set_max_batch_size(settings.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    def version(self) -> dict[str, Any]:
+        return {"version": self.source.version, "precision": self.precision}
+
+    @serve.batch
+    async def predict(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Concurrent requests (each a list of validated rows) share one forward pass."""
+        start = time.perf_counter()
+        rows = [row for request in requests for row in request]
+        columns = {name: [row[name] for row in rows] for name in self.model.features.input_columns}
+        predictions = predict_rows(self.model, columns)
+        if self.metrics:
+            self.metrics.observe(len(rows), time.perf_counter() - start)
+        answers, at = [], 0
+        for request in requests:
+            answers.append({"version": self.source.version, "precision": self.precision,
+                            "predictions": predictions[at : at + len(request)]})  # fmt: skip
+            at += len(request)
+        return answers

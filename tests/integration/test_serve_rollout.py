@@ -1,0 +1,135 @@
+"""Rollout under bounded load on 127.0.0.1: a canary split, shadow traffic, an alias moved to
+another version, and a model replica killed mid-load — with zero failed requests."""
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+import ray
+import requests
+from ray import serve
+
+from raymlp.config import load_config
+from raymlp.config.schema import ServeConfig
+from raymlp.lifecycle.registry import crown
+from raymlp.lifecycle.tracking import configure_tracking
+from raymlp.pipeline import run_pipeline
+from raymlp.serve.app import build_model_app, deploy
+
+from conftest import QUICKSTART, free_port, tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+ROW = {"tenure_months": 3.0, "monthly_charges": 80.0, "support_calls": 4, "age": 30, "plan": "basic", "region": "south"}
+
+
+@pytest.fixture(scope="module")
+def registry(ray_session, quickstart_data, tmp_path_factory):
+    """Two registered versions of the quickstart model; the second is challenger (promotion: manual)."""
+    serve.shutdown()  # earlier tests' proxies keep their ports; start Serve on ours
+    run_dir = tmp_path_factory.mktemp("rollout")
+    overrides = [
+        *tiny_overrides(quickstart_data, run_dir, free_port()),
+        "train.num_workers=1",
+        "registry.promotion=manual",
+        "serve.cpus_per_replica=0.25",
+        "serve.auth.mode=none",
+    ]
+    cfg = load_config(QUICKSTART / "pipeline.yaml", overrides)
+    for _ in range(2):
+        run_pipeline(cfg, ["data", "train", "register"])
+    yield cfg, configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    serve.shutdown()
+
+
+def start(cfg, target, **serve_overrides) -> str:
+    serve_cfg = ServeConfig.model_validate({**cfg.serve.model_dump(), **serve_overrides})
+    return deploy(build_model_app(serve_cfg, cfg.monitor, target, []), serve_cfg, name=cfg.name)
+
+
+class Load:
+    """`clients` threads posting one row each, back to back, until stopped; every answer recorded."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url, self.answers, self.stop = f"{url}/predict", [], threading.Event()
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
+
+    def client(self) -> None:
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                try:
+                    response = session.post(self.url, json={"rows": [ROW]}, timeout=30)
+                    version = response.json().get("version") if response.ok else None
+                    self.answers.append((response.status_code, version))
+                except requests.RequestException as e:
+                    self.answers.append((type(e).__name__, None))
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def failures(self) -> list:
+        return [a for a in self.answers if a[0] != 200]
+
+
+def test_canary_takes_its_share_and_shadow_answers_are_never_returned(registry):
+    cfg, target = registry
+    url = start(cfg, target, model_version="1", canary={"version": "2", "percent": 30})
+    with requests.Session() as session:
+        versions = Counter(session.post(f"{url}/predict", json={"rows": [ROW]}, timeout=30).json()["version"] for _ in range(300))
+    assert set(versions) == {"1", "2"}
+    assert 50 <= versions["2"] <= 130  # 30% of 300 = 90; a binomial's 99.99% range is about ±31
+
+    url = start(cfg, target, model_version="1", canary={"version": "2", "percent": 0})
+    with requests.Session() as session:
+        versions = Counter(session.post(f"{url}/predict", json={"rows": [ROW]}, timeout=30).json()["version"] for _ in range(50))
+    assert versions == {"1": 50}
+
+
+def test_moving_the_alias_rolls_the_app_over_with_zero_failed_requests(registry):
+    cfg, target = registry
+    client = mlflow.MlflowClient(target.tracking_uri)
+    crown(client, target.model_name, "1", "test: start from version 1")
+    url = start(cfg, target)
+    with Load(url) as load:
+        time.sleep(2)
+        crown(client, target.model_name, "2", "test: promote under load")
+        start(cfg, target)  # what `raymlp serve` does after `raymlp models promote`
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(v == "2" for _, v in load.answers[-20:]):
+            time.sleep(0.5)
+        time.sleep(2)
+    assert len(load.answers) > 50
+    assert load.failures() == []
+    assert {v for _, v in load.answers} == {"1", "2"} and load.answers[-1][1] == "2"
+
+
+def test_a_killed_model_replica_loses_no_request_and_comes_back(registry):
+    cfg, target = registry
+    url = start(cfg, target, num_replicas=2)
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#model#" in a["name"]]
+    assert len(replicas) == 2
+    with Load(url) as load:
+        time.sleep(2)
+        ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+        killed_at = time.monotonic()
+        recovered = None
+        while time.monotonic() - killed_at < 30:
+            status = serve.status().applications[cfg.name].deployments["model"]
+            if status.replica_states.get("RUNNING", 0) == 2 and time.monotonic() - killed_at > 1:
+                recovered = time.monotonic() - killed_at
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+    assert load.failures() == []
+    assert recovered is not None and recovered < 30
+    assert len(load.answers) > 50
