@@ -27,7 +27,9 @@ class DiesOnce(nn.Module):
         if self.training:
             self.steps += 1
             if self.steps == self.fail_at_step and _claim(self.marker):
-                time.sleep(2)  # mid-epoch: the previous epoch's report has been registered by now
+                # Mid-epoch: the previous epoch's report must reach the controller first; it polls
+                # every few seconds, later on a loaded 2-core machine: the wait is generous.
+                time.sleep(6)
                 os._exit(1)
         return self.inner(x)
 
