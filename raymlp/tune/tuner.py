@@ -88,7 +88,7 @@ def run_search(
             tune_config=tune.TuneConfig(
                 num_samples=1 if cfg.searcher == "grid" else cfg.num_samples,
                 max_concurrent_trials=concurrency,
-                search_alg=build_searcher(cfg, seed),
+                search_alg=build_searcher(cfg, seed, concurrency),
                 scheduler=build_scheduler(cfg, max_epochs),
                 time_budget_s=cfg.time_budget_s,
             ),
@@ -97,16 +97,18 @@ def run_search(
     return _collect(tuner.fit(), cfg, f"{storage_path}/{name}")
 
 
-def build_searcher(cfg: TuneConfig, seed: int) -> Searcher | BasicVariantGenerator:
+def build_searcher(cfg: TuneConfig, seed: int, concurrency: int) -> Searcher | BasicVariantGenerator:
     """The searcher holds metric and mode itself (not `tune.TuneConfig`): Tune would overwrite a
-    multi-objective searcher's list of metrics with the single one given there."""
+    multi-objective searcher's list of metrics with the single one given there. The variant
+    generator (random, grid) holds the concurrency limit too: Tune ignores `max_concurrent_trials`
+    for it, and would start every trial at once."""
     if cfg.searcher == "optuna":
         metrics = [cfg.metric, *cfg.objectives]
         modes = [cfg.mode] + ["min"] * len(cfg.objectives)
         if not cfg.objectives:
             metrics, modes = metrics[0], modes[0]
         return OptunaSearch(metric=metrics, mode=modes, seed=seed)
-    return BasicVariantGenerator(random_state=seed)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=concurrency)
 
 
 def build_scheduler(cfg: TuneConfig, max_epochs: int) -> TrialScheduler:

@@ -17,15 +17,17 @@ def tune_config(**tune) -> TuneConfig:
 
 
 def test_multi_objective_optuna_keeps_every_metric_and_mode():
-    searcher = build_searcher(tune_config(objectives=["model_params", "latency_ms"]), seed=0)
+    searcher = build_searcher(tune_config(objectives=["model_params", "latency_ms"]), seed=0, concurrency=2)
     assert isinstance(searcher, OptunaSearch)
     assert searcher.metric == ["valid_accuracy", "model_params", "latency_ms"]
     assert searcher.mode == ["max", "min", "min"]
 
 
 @pytest.mark.parametrize("searcher", ["random", "grid"])
-def test_random_and_grid_use_tunes_variant_generator(searcher):
-    assert isinstance(build_searcher(tune_config(searcher=searcher), seed=0), BasicVariantGenerator)
+def test_random_and_grid_use_tunes_variant_generator_with_the_concurrency_limit(searcher):
+    generator = build_searcher(tune_config(searcher=searcher), seed=0, concurrency=3)
+    assert isinstance(generator, BasicVariantGenerator)
+    assert generator.max_concurrent == 3  # Tune ignores max_concurrent_trials for a variant generator
 
 
 @pytest.mark.parametrize("name, cls", [("asha", ASHAScheduler), ("median", MedianStoppingRule), ("none", FIFOScheduler)])
