@@ -19,7 +19,7 @@ from torch import nn
 
 from raymlp.config.schema import ModelConfig
 from raymlp.data.features import FeaturePipeline
-from raymlp.lifecycle.quantize import quantize
+from raymlp.lifecycle.quantize import lower, quantize
 from raymlp.train.models import build_model
 
 MANIFEST = "manifest.json"
@@ -94,7 +94,9 @@ def verify_bundle(path: Path) -> None:
 
 
 def load_bundle(path: Path) -> LoadedModel:
-    """Verify, then rebuild the network (quantized if the bundle is) and load its weights safely."""
+    """Verify, then rebuild the network (quantized if the bundle is) and load its weights safely.
+    A quantized network comes back ready to serve (`lifecycle.quantize.lower`: compiled for CPU
+    when its scheme is, which takes seconds)."""
     path = Path(path)
     verify_bundle(path)
     meta = json.loads((path / "model.json").read_text())
@@ -111,6 +113,8 @@ def load_bundle(path: Path) -> LoadedModel:
         module = quantize(module, spec.quantization)
     # assign=True keeps torchao's quantized tensor subclasses instead of copying into fp32 params.
     module.load_state_dict(torch.load(path / "weights.pt", weights_only=True), assign=True)
+    if spec.quantization:  # compiled here, from the weights just verified, never from the bundle
+        module = lower(module, spec.quantization, spec.input_dim)
     features = FeaturePipeline.from_json((path / "features.json").read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     return LoadedModel(module=module.eval(), spec=spec, features=features, metrics=metrics)

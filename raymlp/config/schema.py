@@ -380,8 +380,17 @@ class RegistryConfig(Section):
 
 
 class CompressConfig(Section):
-    scheme: Literal["int8_weight_only", "int8_dynamic"] = "int8_weight_only"
-    """torchao int8 scheme: weights only (fastest on CPU), or weights and activations."""
+    scheme: Literal["int8_dynamic", "int8_weight_only"] = "int8_dynamic"
+    """torchao int8 scheme. `int8_dynamic`: int8 weights, and activations quantized per row at run
+    time; compiled for CPU when the model loads (10-30 s per replica, needs a C++ compiler), then
+    the fastest on CPU: ~1.4x fp32 at 64 rows for the quickstart MLP, 2-3.5x for hidden widths
+    256-1024 (benchmarks/quantize.py). `int8_weight_only`: int8 weights, fp32 activations, run
+    uncompiled: the smallest metric loss, but slower than fp32 on CPU."""
+    prune_amount: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Fraction of all Linear and Conv weights zeroed before quantizing, smallest magnitudes first
+    across the whole model (global L1 unstructured pruning, made permanent). 0 turns it off. The
+    int8 kernels and files are dense, so it saves neither time nor bytes by itself; the pruned
+    and quantized model must still pass `max_metric_drop`."""
     max_metric_drop: Annotated[float, Field(ge=0)] = 0.005
     """Largest validation-metric loss (0.005 = 0.5 points) for the int8 model to be served."""
 
