@@ -20,13 +20,16 @@ from raymlp.config import PipelineConfig, config_digest, save_config, with_value
 from raymlp.data import PreparedData, prepare_data
 from raymlp.data.validate import ValidationReport
 from raymlp.lifecycle.compress import CompressReport, compress_bundle
+from raymlp.lifecycle.plots import log_plots
 from raymlp.lifecycle.promotion import PromotionDecision, challenge
 from raymlp.lifecycle.registry import CHAMPION, INT8_ACCEPTED_TAG, INT8_ARTIFACT, alias_version, register_bundle
 from raymlp.lifecycle.tracking import (
     configure_tracking,
     log_config,
     log_data,
+    log_features,
     log_history,
+    log_run_context,
     log_trial,
     pipeline_run,
 )
@@ -99,10 +102,12 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: st
     with pipeline_run(target, run_name=f"{cfg.name}-{run_id}") as run:
         result = PipelineResult(run_dir, target.tracking_uri, run.info.run_id, target.model_name)
         log_config(cfg.model_dump(mode="json"), run_dir / "config.yaml")
+        log_run_context(Path(__file__).parent)
         data = None
         if "data" in stages:
             data = prepare_data(cfg.data, cfg.features, cfg.seed, run_dir / "quarantine")
             log_data(data.validation, data.profile, data.num_rows, data.dropped_features)
+            log_features(data.features)
             result.validation = data.validation
         candidates = []
         if "train" in stages:
@@ -118,7 +123,9 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: st
             mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
             with best.checkpoint.as_directory() as checkpoint_dir:
                 bundle_dir = Path(checkpoint_dir)
-                log_history(json.loads((bundle_dir / "metrics.json").read_text())["history"])
+                history = json.loads((bundle_dir / "metrics.json").read_text())["history"]
+                log_history(history)
+                log_plots(history, result.trials, cfg.tune.space, cfg.tune.metric, cfg.tune.mode)
                 if data.test is not None:  # the held-out test split, scored once, on the chosen model
                     result.metrics |= score(load_bundle(bundle_dir).module, data.test, data.features, "test")
                     mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.startswith("test_")})
@@ -190,7 +197,7 @@ def _tune(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str,
         resume=resume,
     )
     for trial in search.trials:
-        log_trial(trial.trial_id, trial.params, trial.metrics)
+        log_trial(trial)
     return search
 
 
