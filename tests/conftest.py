@@ -30,6 +30,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_asgi(app) -> tuple[object, str]:
+    """`app` served by uvicorn on 127.0.0.1 in a daemon thread: (server, base URL). Real HTTP
+    without Ray, for middleware tests; set `server.should_exit` to stop it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server, f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray for the whole session, in its own temp dir so it never meets another cluster.

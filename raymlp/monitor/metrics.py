@@ -7,28 +7,73 @@ scraped.
 
 from __future__ import annotations
 
+import bisect
+from collections import Counter
 from typing import Any
 
 from ray.util import metrics
 
 LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
 DIFFERENCE_BUCKETS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
+Z_EDGES = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+Z_BINS = ["<-3", *(f"{a:g}..{b:g}" for a, b in zip(Z_EDGES, Z_EDGES[1:])), ">=3"]
 
 
-class RequestMetrics:
-    """Rows predicted and model latency per request, for one served model version."""
+class HttpMetrics:
+    """Requests by route and status, and their latency, as the gateway sees them (auth and limit
+    rejections included)."""
+
+    def __init__(self, model: str, version: str):
+        keys = ("model", "version", "route", "status")
+        self.tags = {"model": model, "version": version}
+        self.requests = metrics.Counter("raymlp_http_requests_total", "HTTP requests by route and status.", tag_keys=keys)
+        self.latency = metrics.Histogram(
+            "raymlp_http_latency_seconds", "Gateway time per request.", boundaries=LATENCY_BUCKETS_S,
+            tag_keys=("model", "version", "route"),
+        )  # fmt: skip
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests.inc(tags={**self.tags, "route": route, "status": str(status)})
+        self.latency.observe(seconds, tags={**self.tags, "route": route})
+
+
+class BatchMetrics:
+    """What a model replica does with each batch: its size, its forward time, and the distribution
+    of what it predicts (labels, or regression values in standard units of the training label)."""
 
     def __init__(self, model: str, version: str):
         keys = ("model", "version")
         self.tags = {"model": model, "version": version}
         self.rows = metrics.Counter("raymlp_predicted_rows_total", "Rows predicted.", tag_keys=keys)
-        self.latency = metrics.Histogram(
-            "raymlp_predict_latency_seconds", "Model time per request.", boundaries=LATENCY_BUCKETS_S, tag_keys=keys
+        self.batch_rows = metrics.Histogram(
+            "raymlp_batch_rows", "Rows per forward pass.", boundaries=BATCH_BUCKETS, tag_keys=keys
         )
+        self.batch_requests = metrics.Histogram(
+            "raymlp_batch_requests", "Requests per forward pass.", boundaries=BATCH_BUCKETS, tag_keys=keys
+        )
+        self.latency = metrics.Histogram(
+            "raymlp_batch_latency_seconds", "Model time per batch.", boundaries=LATENCY_BUCKETS_S, tag_keys=keys
+        )
+        self.labels = metrics.Counter(
+            "raymlp_predicted_labels_total", "Predicted rows by label.", tag_keys=(*keys, "label")
+        )
+        # Ray's histograms take positive boundaries only: standard units are counted by bin instead.
+        self.values = metrics.Counter(
+            "raymlp_predicted_values_total", "Predicted values by bin, in standard units of the training label.",
+            tag_keys=(*keys, "bin"),
+        )  # fmt: skip
 
-    def observe(self, rows: int, seconds: float) -> None:
-        self.rows.inc(rows, tags=self.tags)
+    def observe(self, requests: int, predictions: list[dict[str, Any]], seconds: float, center: float, scale: float) -> None:
+        self.rows.inc(len(predictions), tags=self.tags)
+        self.batch_rows.observe(len(predictions), tags=self.tags)
+        self.batch_requests.observe(requests, tags=self.tags)
         self.latency.observe(seconds, tags=self.tags)
+        for label, count in Counter(str(p["label"]) for p in predictions if "label" in p).items():
+            self.labels.inc(count, tags={**self.tags, "label": label})
+        values = [(p["value"] - center) / scale for p in predictions if "value" in p]
+        for index, count in Counter(bisect.bisect(Z_EDGES, z) for z in values).items():
+            self.values.inc(count, tags={**self.tags, "bin": Z_BINS[index]})
 
 
 class ShadowMetrics:

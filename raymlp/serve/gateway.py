@@ -21,13 +21,16 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from raymlp.data.features import FeaturePipeline
-from raymlp.monitor.metrics import ShadowMetrics
+from raymlp.monitor.metrics import HttpMetrics, ShadowMetrics
+from raymlp.serve.access import AccessLog
 from raymlp.serve.schemas import PredictResponse, make_request_model
 from raymlp.serve.security import GuardSettings, RequestGuard
 
 log = logging.getLogger("ray.serve")
 
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
+MAX_ERRORS = 20
+"""Validation errors listed in a 422; the rest are counted."""
 
 
 class ModelUnavailable(Exception):
@@ -80,7 +83,6 @@ class Gateway:
         api.add_exception_handler(RequestValidationError, _validation_error)
         api.add_exception_handler(ModelUnavailable, _unavailable)
         api.add_exception_handler(Exception, _internal_error)
-        api.add_middleware(RequestGuard, settings=s.guard)
 
         @api.post("/predict", response_model=PredictResponse)
         async def predict(body: request_model) -> dict[str, Any]:
@@ -100,6 +102,10 @@ class Gateway:
                 return JSONResponse({"status": "unavailable"}, status_code=503, headers={"retry-after": "1"})
             return JSONResponse({"status": "ready", "model": s.model_name, "version": s.version})
 
+        api.add_middleware(RequestGuard, settings=s.guard)
+        # Added last, so outermost: it sees the guard's rejections too.
+        metrics = HttpMetrics(s.model_name, s.version) if s.export_metrics else None
+        api.add_middleware(AccessLog, metrics=metrics, routes=frozenset(r.path for r in api.routes))
         return api
 
     async def route(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,9 +140,18 @@ class Gateway:
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     # FastAPI's default handler echoes the input back, and fails with a 500 when that input
-    # holds NaN or Infinity; name the field and the problem only.
-    errors = [{"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]} for e in exc.errors()]
-    return JSONResponse(status_code=422, content={"detail": errors})
+    # holds NaN or Infinity; name the field and the problem only. A field name is the caller's
+    # key for an unknown field, so it is cut short, and so is the list: the answer stays small.
+    found = exc.errors()
+    errors = [{"field": _clip(".".join(str(p) for p in e["loc"])), "error": e["msg"]} for e in found[:MAX_ERRORS]]
+    content: dict[str, Any] = {"detail": errors}
+    if len(found) > MAX_ERRORS:
+        content["more_errors"] = len(found) - MAX_ERRORS
+    return JSONResponse(status_code=422, content=content)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 async def _unavailable(_: Request, __: Exception) -> JSONResponse:

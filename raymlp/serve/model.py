@@ -1,13 +1,14 @@
 """The model side of serving: raw rows to predictions, and the Serve replica that batches them.
 
-`predict_rows` is the one definition of a prediction (the HTTP app and batch inference both use
-it). `ModelReplica` loads one registered version, verified, and serves it behind the gateway: Serve
-batches concurrent calls into one forward pass.
+`predict_columns` is the one definition of a prediction (batch inference writes its columns, the
+HTTP app its rows). `ModelReplica` loads one registered version, verified, and serves it behind
+the gateway: Serve batches concurrent calls into one forward pass.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,9 @@ import torch
 from ray import serve
 
 from raymlp.artifacts import LoadedModel, load_bundle
+from raymlp.data.features import FeaturePipeline
 from raymlp.lifecycle.registry import download_bundle
-from raymlp.monitor.metrics import RequestMetrics
+from raymlp.monitor.metrics import BatchMetrics
 
 
 @dataclass(frozen=True)
@@ -39,20 +41,42 @@ class ReplicaSettings:
     export_metrics: bool
 
 
-def predict_rows(model: LoadedModel, columns: dict[str, Any]) -> list[dict[str, Any]]:
-    """Raw input columns (name -> values) to one prediction per row: the label and every class's
-    probability, or the value in the label's units."""
+PREDICTION = "prediction"
+PROB_PREFIX = "prob_"
+
+
+def predict_columns(model: LoadedModel, columns: Mapping[str, Any], device: str = "cpu") -> dict[str, np.ndarray]:
+    """Raw input columns (name -> values, or an Arrow table) to prediction columns: `prediction`
+    (the most probable class, or the value in the label's units) and, for classification, one
+    `prob_<class>` column per class. The one definition of a prediction: batch inference writes
+    these columns, and `predict_rows` turns them into JSON rows for the HTTP API."""
     features = model.features
-    x = torch.from_numpy(features.transform(columns))
+    x = torch.from_numpy(features.transform(columns)).to(device)
     with torch.inference_mode():
-        outputs = model.module(x)
+        outputs = model.module(x).cpu()
     if features.task == "regression":
-        return [{"value": float(v)} for v in features.decode_values(outputs[:, 0].double().numpy())]
+        return {PREDICTION: features.decode_values(outputs[:, 0].double().numpy())}
     probs = torch.softmax(outputs.float(), dim=1).numpy()
-    labels = features.classes
+    predicted = {PREDICTION: np.asarray(features.classes)[probs.argmax(axis=1)]}
+    return predicted | {f"{PROB_PREFIX}{c}": probs[:, i] for i, c in enumerate(features.classes)}
+
+
+def prediction_names(features: FeaturePipeline) -> list[str]:
+    """The columns `predict_columns` adds, known before any batch runs (to refuse a name clash)."""
+    return [PREDICTION] + ([f"{PROB_PREFIX}{c}" for c in features.classes] if features.task == "classification" else [])
+
+
+def predict_rows(model: LoadedModel, columns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`predict_columns` as one JSON-ready prediction per row: the label and every class's
+    probability (rounded to 6 places), or the value in the label's units."""
+    predicted = predict_columns(model, columns)
+    if model.features.task == "regression":
+        return [{"value": float(v)} for v in predicted[PREDICTION]]
+    classes = model.features.classes
+    probs = np.stack([predicted[f"{PROB_PREFIX}{c}"] for c in classes], axis=1)
     return [
-        {"label": labels[int(np.argmax(p))], "probabilities": {str(c): round(float(v), 6) for c, v in zip(labels, p)}}
-        for p in probs
+        {"label": classes[int(i)], "probabilities": {str(c): round(float(v), 6) for c, v in zip(classes, p)}}
+        for i, p in zip(probs.argmax(axis=1), probs)
     ]
 
 
@@ -66,7 +90,7 @@ class ModelReplica:
         bundle_dir, self.precision = download_bundle(version, source.quantized)
         self.model = load_bundle(bundle_dir)
         self.source = source
-        self.metrics = RequestMetrics(source.model_name, source.version) if settings.export_metrics else None
+        self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
         # As many threads as reserved CPUs: more would fight the other replicas for the same cores.
         torch.set_num_threads(settings.threads)
         self.predict.set_max_batch_size(settings.max_batch_size)
@@ -83,7 +107,10 @@ class ModelReplica:
         columns = {name: [row[name] for row in rows] for name in self.model.features.input_columns}
         predictions = predict_rows(self.model, columns)
         if self.metrics:
-            self.metrics.observe(len(rows), time.perf_counter() - start)
+            features = self.model.features
+            self.metrics.observe(
+                len(requests), predictions, time.perf_counter() - start, features.label_center, features.label_scale
+            )
         answers, at = [], 0
         for request in requests:
             answers.append({"version": self.source.version, "precision": self.precision,

@@ -2,17 +2,31 @@
 
 Numbers must be finite: a NaN or Infinity is a 422 naming the field, not a 500. A null value is
 accepted and treated as missing values were during training (imputed, or encoded as unknown).
-Timestamps must parse as ISO-8601, so a malformed one is a 422 too.
+Timestamps must parse as ISO-8601, so a malformed one is a 422 too. Text must be encodable as
+UTF-8: JSON lets a lone surrogate escape ("\\ud800") through, and the feature transform cannot
+encode it (a 500 before this check).
 """
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from raymlp.data.features import FeaturePipeline
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _utf8_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # The message must not quote the input: the 422 handler returns it as is.
+        raise ValueError("text is not valid Unicode (a lone surrogate escape, \\ud800-\\udfff)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_utf8_text)]
 
 
 class ClassPrediction(BaseModel):
@@ -47,7 +61,7 @@ def make_request_model(features: FeaturePipeline, max_rows: int) -> type[BaseMod
             fields[name] = (datetime | None, Field(..., description="ISO-8601 timestamp; without an offset, UTC"))
         else:
             known = f"one of {categories[name][:10]}; others encode as unknown" if name in categories else "text"
-            fields[name] = (str | None, Field(..., description=known))
+            fields[name] = (Text | None, Field(..., description=known))
     row = create_model("Row", __config__=ConfigDict(extra="forbid"), **fields)
     return create_model(
         "PredictRequest",

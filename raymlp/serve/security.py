@@ -59,7 +59,7 @@ class RequestGuard:
         self.buckets: dict[str, tuple[float, float]] = {}  # key digest -> (tokens, last refill time)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in OPEN_PATHS:
+        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         caller = "anonymous"
@@ -155,7 +155,7 @@ def load_keys(env_value: str | None, file_text: str | None) -> list[str]:
     return [k.strip() for k in keys if k.strip()]
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     root = scope.get("root_path", "")
     path = scope["path"]
     return path[len(root) :] if root and path.startswith(root) else path

@@ -67,6 +67,11 @@ def test_http_predicts_raw_rows_and_reports_the_version(quickstart):
     body = response.json()
     assert body["model"] == result.model_name and body["version"] == result.model_version
     assert len(body["predictions"]) == 2
+    assert "," not in response.headers["x-request-id"]  # one id (Serve's proxy makes it), not two
+    traced = requests.post(
+        f"{result.endpoint}/predict", json={"rows": [ROW]}, headers={**auth(result), "X-Request-ID": "trace-7"}, timeout=30
+    )
+    assert traced.headers["x-request-id"] == "trace-7"
     assert requests.get(f"{result.endpoint}/healthz", timeout=10).json()["status"] == "ok"
     schema = requests.get(f"{result.endpoint}/openapi.json", headers=auth(result), timeout=10).json()
     assert set(ROW) <= set(schema["components"]["schemas"]["Row"]["properties"])

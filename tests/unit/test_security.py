@@ -1,16 +1,13 @@
 """The request guard in front of a tiny FastAPI app served by uvicorn on 127.0.0.1: real HTTP, no Ray."""
 
-import threading
-import time
 
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI, Request
 
 from raymlp.serve.security import GuardSettings, RequestGuard, key_digest, load_keys
 
-from conftest import free_port
+from conftest import serve_asgi
 
 KEY = "k-" + "x" * 30
 
@@ -26,14 +23,7 @@ def serve_guarded(settings: GuardSettings):
     def healthz() -> dict:
         return {"status": "ok"}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(RequestGuard(api, settings), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return server, f"http://127.0.0.1:{port}"
+    return serve_asgi(RequestGuard(api, settings))
 
 
 @pytest.fixture(scope="module")
