@@ -79,8 +79,9 @@ def save_bundle(
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
-def verify_bundle(path: Path) -> None:
-    """Raise TamperedArtifactError unless every file matches the manifest and none is missing."""
+def verify_bundle(path: Path) -> dict[str, str]:
+    """Raise TamperedArtifactError unless every file matches the manifest and none is missing;
+    return the verified SHA-256 digests by file name."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise TamperedArtifactError(f"{path}: no {MANIFEST}; refusing an unsealed model bundle")
@@ -91,14 +92,15 @@ def verify_bundle(path: Path) -> None:
     for name, digest in expected.items():
         if _sha256(path / name) != digest:
             raise TamperedArtifactError(f"{path / name}: SHA-256 does not match the manifest; refusing to load it")
+    return expected
 
 
 def load_bundle(path: Path) -> LoadedModel:
     """Verify, then rebuild the network (quantized if the bundle is) and load its weights safely.
     A quantized network comes back ready to serve (`lifecycle.quantize.lower`: compiled for CPU
-    when its scheme is, which takes seconds)."""
+    when its scheme is, which takes seconds the first time on a machine)."""
     path = Path(path)
-    verify_bundle(path)
+    digests = verify_bundle(path)
     meta = json.loads((path / "model.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: model bundle format {meta.get('format_version')} is not supported")
@@ -113,8 +115,8 @@ def load_bundle(path: Path) -> LoadedModel:
         module = quantize(module, spec.quantization)
     # assign=True keeps torchao's quantized tensor subclasses instead of copying into fp32 params.
     module.load_state_dict(torch.load(path / "weights.pt", weights_only=True), assign=True)
-    if spec.quantization:  # compiled here, from the weights just verified, never from the bundle
-        module = lower(module, spec.quantization, spec.input_dim)
+    if spec.quantization:  # compiled from the verified weights (or cached under their digest), never from the bundle
+        module = lower(module, spec.quantization, spec.input_dim, digests["model.json"] + digests["weights.pt"])
     features = FeaturePipeline.from_json((path / "features.json").read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     return LoadedModel(module=module.eval(), spec=spec, features=features, metrics=metrics)

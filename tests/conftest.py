@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import tempfile
@@ -45,6 +46,15 @@ def serve_asgi(app) -> tuple[object, str]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory) -> Path:
+    """Compiled int8 packages go to this session's temp dir, not the user's cache: every session
+    compiles afresh, and its replicas (Ray workers inherit the variable) share what it compiled."""
+    path = tmp_path_factory.mktemp("compiled")
+    os.environ["RAYMLP_COMPILE_CACHE"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

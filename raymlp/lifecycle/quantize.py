@@ -11,7 +11,10 @@ with the activation (de)quantization fused around them, and is the fast path
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import platform
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,14 +66,16 @@ def quantize(module: nn.Module, scheme: str) -> nn.Module:
     return module
 
 
-def lower(module: nn.Module, scheme: str, input_dim: int) -> nn.Module:
+def lower(module: nn.Module, scheme: str, input_dim: int, cache_key: str | None = None) -> nn.Module:
     """What serves a module quantized with `scheme`: compiled (`CompiledForward`) when the scheme
-    is, else the module itself. Where compiling fails (no C++ compiler on the machine), the eager
-    module serves the same predictions, slower, and a warning says why."""
+    is, else the module itself. `cache_key` names the weights (a digest); with it, the compiled
+    package is kept in `compile_cache_dir()` for the next load on this machine. Where compiling
+    fails (no C++ compiler on the machine), the eager module serves the same predictions, slower,
+    and a warning says why."""
     if not SCHEMES[scheme].compiled:
         return module
     try:
-        return CompiledForward(module, input_dim)
+        return CompiledForward(module, input_dim, cache_key and _package_name(cache_key, scheme, input_dim))
     except Exception as e:  # noqa: BLE001 - inductor raises many kinds; any of them leaves eager working
         log.warning("int8: compiling for CPU failed, serving the eager (slower) model: %s", str(e)[:500])
         return module
@@ -83,22 +88,45 @@ class CompiledForward(nn.Module):
     every batch size (no recompiles per size). AOTInductor compiles that graph with freezing
     (weights become constants) into a shared library called without Python or dynamo-guard
     overhead per op, which is what makes int8 pay off on small models. Compiling costs 10-30 s on
-    2 cores, once per load (every replica pays it at start-up), and needs a C++ compiler, as
-    `torch.compile` does. The compiled kernels use the torch thread count at compile time. Inputs
-    on another device (batch inference on a GPU) run the eager quantized module.
+    2 cores and needs a C++ compiler, as `torch.compile` does; given a `package_name`, the package
+    is kept in `compile_cache_dir()`, so that the next replica of the same model on this machine
+    (a restart, a scale-up, a canary) loads it in well under a second. The compiled kernels use
+    the torch thread count at compile time, so it is part of the name. Inputs on another device
+    (batch inference on a GPU) run the eager quantized module.
     """
 
-    def __init__(self, module: nn.Module, input_dim: int):
+    def __init__(self, module: nn.Module, input_dim: int, package_name: str | None = None):
         super().__init__()
         self.quantized = module.eval()
+        cached = compile_cache_dir() / package_name if package_name else None
+        self.from_cache = cached is not None and cached.is_file() and self._load(cached)
+        if self.from_cache:
+            return
         example = torch.zeros(2, input_dim)
         program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("rows", min=0)},))
-        # Freezing happens only with gradients off; the package is loaded, then its folder goes.
-        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        # Freezing happens only with gradients off. The package is written beside its final place
+        # and renamed there, so a replica compiling the same model at the same time never sees half
+        # of it; without a cache, its folder goes once it is loaded.
+        folder = cached.parent if cached else None
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp, torch.no_grad():
             package = torch._inductor.aoti_compile_and_package(
                 program, package_path=str(Path(tmp) / "model.pt2"), inductor_configs={"freezing": True}
             )
+            if cached:
+                package = str(Path(package).replace(cached))
             self._compiled = torch._inductor.aoti_load_package(package)
+
+    def _load(self, package: Path) -> bool:
+        """Load a cached package; one that does not load (cut short, another torch) is dropped."""
+        try:
+            self._compiled = torch._inductor.aoti_load_package(str(package))
+            return True
+        except Exception as e:  # noqa: BLE001 - any failure means: compile afresh
+            log.warning("int8: dropping the unusable compiled package %s: %s", package, str(e)[:200])
+            package.unlink(missing_ok=True)
+            return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -106,3 +134,27 @@ class CompiledForward(nn.Module):
         # The compiled kernels index rows as the traced row-major layout: a transposed view would
         # silently give wrong numbers.
         return self._compiled(x.contiguous())
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled int8 packages are kept: `$RAYMLP_COMPILE_CACHE`, else
+    `~/.cache/raymlp/compiled`. Like inductor's own cache, it holds native code that this
+    machine's replicas load, so it must be writable by their user only."""
+    return Path(os.environ.get("RAYMLP_COMPILE_CACHE") or Path.home() / ".cache" / "raymlp" / "compiled")
+
+
+def _package_name(weights_key: str, scheme: str, input_dim: int) -> str:
+    """A compiled package is valid for these weights, on this CPU, torch build and thread count."""
+    import torchao
+
+    build = [
+        weights_key,
+        scheme,
+        str(input_dim),
+        torch.__version__,
+        torchao.__version__,
+        platform.machine(),
+        torch.backends.cpu.get_cpu_capability(),
+        str(torch.get_num_threads()),
+    ]
+    return hashlib.sha256("\n".join(build).encode()).hexdigest()[:32] + ".pt2"

@@ -87,12 +87,13 @@ class ModelReplica:
     def __init__(self, source: ModelSource, settings: ReplicaSettings):
         mlflow.set_tracking_uri(source.tracking_uri)
         version = mlflow.MlflowClient().get_model_version(source.model_name, source.version)
+        # As many threads as reserved CPUs: more would fight the other replicas for the same cores.
+        # Set before loading: a compiled int8 model keeps the thread count it was compiled with.
+        torch.set_num_threads(settings.threads)
         bundle_dir, self.precision = download_bundle(version, source.quantized)
         self.model = load_bundle(bundle_dir)
         self.source = source
         self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
-        # As many threads as reserved CPUs: more would fight the other replicas for the same cores.
-        torch.set_num_threads(settings.threads)
         self.predict.set_max_batch_size(settings.max_batch_size)
         self.predict.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 

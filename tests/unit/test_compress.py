@@ -6,7 +6,7 @@ from typing import get_args
 import pytest
 import torch
 
-from raymlp.artifacts import ModelSpec, load_bundle, save_bundle
+from raymlp.artifacts import ModelSpec, bundle_size_bytes, load_bundle, save_bundle
 from raymlp.config import ConfigError, parse_config
 from raymlp.config.schema import CompressConfig, ModelConfig
 from raymlp.lifecycle.compress import PRUNABLE, interleaved_latency_ms, prune_weights
@@ -87,6 +87,39 @@ def test_compiled_forward_matches_eager_int8_for_any_batch_size_and_layout(name,
         torch.testing.assert_close(alone, int8(rows[:64]), rtol=0, atol=2e-2)  # quantization rounding
         transposed = rows[:64].t().contiguous().t()  # same values, column-major
         torch.testing.assert_close(compiled(transposed), compiled(rows[:64]), rtol=0, atol=0)
+
+
+def test_int8_weights_of_a_wide_model_take_under_a_third_of_fp32(tmp_path: Path):
+    spec = ModelSpec(ModelConfig(name="mlp", hidden_sizes=[256, 256]), 20, 2)
+    module = build_model(spec.model, spec.input_dim, spec.output_dim)
+    save_bundle(tmp_path / "fp32", spec, module, PIPELINE, {})
+    spec.quantization = "int8_dynamic"
+    save_bundle(tmp_path / "int8", spec, quantize(module, "int8_dynamic"), PIPELINE, {})
+    assert bundle_size_bytes(tmp_path / "int8") <= 0.3 * bundle_size_bytes(tmp_path / "fp32")
+
+
+def test_a_compiled_package_is_reused_for_the_same_weights_and_threads_only(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RAYMLP_COMPILE_CACHE", str(tmp_path))
+    spec, module = small_model(input_dim=11)
+    int8 = quantize(module, "int8_dynamic")
+    x = torch.randn(5, spec.input_dim)
+    first = lower(int8, "int8_dynamic", spec.input_dim, "weights-a")
+    [package] = tmp_path.iterdir()  # the package alone: the compile folder beside it is gone
+    second = lower(int8, "int8_dynamic", spec.input_dim, "weights-a")
+    assert (first.from_cache, second.from_cache) == (False, True)
+    with torch.inference_mode():
+        torch.testing.assert_close(second(x), first(x), rtol=0, atol=0)
+    assert not lower(int8, "int8_dynamic", spec.input_dim, "weights-b").from_cache  # other weights
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert not lower(int8, "int8_dynamic", spec.input_dim, "weights-a").from_cache  # other threads
+    finally:
+        torch.set_num_threads(threads)
+    package.write_bytes(b"cut short")  # a damaged entry is dropped and compiled afresh
+    again = lower(int8, "int8_dynamic", spec.input_dim, "weights-a")
+    assert not again.from_cache and "dropping the unusable compiled package" in caplog.text
+    assert lower(int8, "int8_dynamic", spec.input_dim, "weights-a").from_cache
 
 
 def test_interleaved_latency_times_every_module_alike():
