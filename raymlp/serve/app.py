@@ -20,6 +20,7 @@ import requests
 from mlflow.entities.model_registry import ModelVersion
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from raymlp.artifacts import read_features
 from raymlp.config import load_config
@@ -30,6 +31,9 @@ from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
 from raymlp.serve.gateway import Gateway, GatewaySettings
 from raymlp.serve.model import ModelReplica, ModelSource, ReplicaSettings
 from raymlp.serve.security import GuardSettings, key_digest, resolve_api_keys
+
+BACKPRESSURE = BackpressureConfig(status_code=503, retry_after_s=1)
+"""A request over `serve.max_queued_requests` gets 503 with `Retry-After: 1` (Serve sends none by default)."""
 
 
 def build_model_app(
@@ -66,6 +70,7 @@ def build_model_app(
         ray_actor_options={"num_cpus": serve_cfg.gateway_cpus},
         max_ongoing_requests=serve_cfg.max_ongoing_requests,
         max_queued_requests=serve_cfg.max_queued_requests,
+        backpressure_config=BACKPRESSURE,
     )
     primary = _model_deployment("model", version, target, serve_cfg, monitor_cfg)
     return gateway.bind(primary, features.to_json(), settings, canary)
@@ -88,6 +93,7 @@ def _model_deployment(
             ray_actor_options={"num_cpus": cfg.cpus_per_replica},
             max_ongoing_requests=cfg.max_ongoing_requests,
             max_queued_requests=cfg.max_queued_requests,
+            backpressure_config=BACKPRESSURE,
         )
         .bind(source, settings)
     )

@@ -10,6 +10,7 @@ the request model is a local of `__serve_build_asgi_app__`.
 
 import asyncio
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from raymlp.data.features import FeaturePipeline
@@ -82,6 +84,7 @@ class Gateway:
         )
         api.add_exception_handler(RequestValidationError, _validation_error)
         api.add_exception_handler(ModelUnavailable, _unavailable)
+        api.add_exception_handler(BackPressureError, _model_queue_full)
         api.add_exception_handler(Exception, _internal_error)
 
         @api.post("/predict", response_model=PredictResponse)
@@ -156,6 +159,12 @@ def _clip(text: str, limit: int = 80) -> str:
 
 async def _unavailable(_: Request, __: Exception) -> JSONResponse:
     return JSONResponse({"detail": "no model replica answered; retry"}, status_code=503, headers={"retry-after": "1"})
+
+
+async def _model_queue_full(_: Request, exc: BackPressureError) -> JSONResponse:
+    # The model deployment's queue is full: the same answer Serve's proxy gives for the gateway's.
+    retry = str(math.ceil(exc.retry_after_s or 1))
+    return JSONResponse({"detail": "model replicas are at capacity; retry"}, status_code=503, headers={"retry-after": retry})
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,11 @@
 """Rollout under bounded load on 127.0.0.1: a canary split, shadow traffic, an alias moved to
-another version, and a model replica killed mid-load — with zero failed requests."""
+another version, and a model replica killed mid-load — with zero failed requests; and a full
+queue refused with 503 and Retry-After."""
 
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -133,3 +135,18 @@ def test_a_killed_model_replica_loses_no_request_and_comes_back(registry):
     assert load.failures() == []
     assert recovered is not None and recovered < 30
     assert len(load.answers) > 50
+
+
+def test_a_full_queue_answers_503_with_retry_after(registry):
+    cfg, target = registry
+    url = start(cfg, target, max_ongoing_requests=1, max_queued_requests=1, batching={"max_batch_size": 1})
+
+    def post(_: int) -> requests.Response:
+        return requests.post(f"{url}/predict", json={"rows": [ROW] * 256}, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:  # bounded: 48 requests, 24 at a time
+        responses = list(pool.map(post, range(48)))
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) == {200, 503}, statuses  # some served, the overflow refused; no 500
+    assert all(r.headers.get("retry-after") == "1" for r in responses if r.status_code == 503)
+    assert requests.post(f"{url}/predict", json={"rows": [ROW]}, timeout=30).status_code == 200  # and it recovers
