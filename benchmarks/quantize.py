@@ -37,8 +37,8 @@ import torch
 from raymlp.artifacts import load_bundle
 from raymlp.config import load_config, with_values
 from raymlp.data import prepare_data
-from raymlp.lifecycle.compress import compress_bundle, interleaved_latency_ms
-from raymlp.lifecycle.quantize import CompiledForward
+from raymlp.lifecycle.compress import compress_bundle
+from raymlp.lifecycle.quantize import CompiledForward, interleaved_latency_ms
 from raymlp.train.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -109,7 +109,7 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
         args.output,
         Path(cfg.run_dir) / f"predict-{time.strftime('%Y%m%d-%H%M%S')}" / "quarantine",
         version=args.version or cfg.serve.model_version,
-        quantized=cfg.serve.quantized,
+        precision=cfg.serve.precision,
         input_format=args.format,
         columns=args.columns.split(",") if args.columns else None,
         batch_size=args.batch_size,
@@ -182,7 +182,7 @@ def _summary(result: PipelineResult, cfg: PipelineConfig) -> str:
         lines.append(f"               {alias}: {p.reason}")
     if result.compress:
         c = result.compress
-        verdict = "served" if c.accepted else "not served: metric drop over compress.max_metric_drop"
+        verdict = "accepted" if c.accepted else "refused: metric drop over compress.max_metric_drop"
         lines.append(
             f"int8 ({c.scheme}): {c.metric} {c.metric_fp32:.4f} -> {c.metric_int8:.4f}, "
             f"weights {c.size_fp32_bytes / 1024:.0f} KiB -> {c.size_int8_bytes / 1024:.0f} KiB, "
@@ -192,7 +192,8 @@ def _summary(result: PipelineResult, cfg: PipelineConfig) -> str:
         lines.append(f"endpoint:      {result.endpoint}/predict  (docs: {result.endpoint}/docs)")
         lines.append(f"               {_auth_line(cfg)}")
     if result.prediction:
-        lines.append("prediction:    " + json.dumps(result.prediction["predictions"][0]))
+        p = result.prediction
+        lines.append(f"prediction:    {json.dumps(p['predictions'][0])}  ({p['precision']} weights)")
     return "\n".join(lines)
 
 

@@ -382,9 +382,10 @@ class RegistryConfig(Section):
 class CompressConfig(Section):
     scheme: Literal["int8_dynamic", "int8_weight_only"] = "int8_dynamic"
     """torchao int8 scheme. `int8_dynamic`: int8 weights, and activations quantized per row at run
-    time; compiled for CPU when the model loads (10-30 s per replica, needs a C++ compiler), then
-    the fastest on CPU: ~1.4x fp32 at 64 rows for the quickstart MLP, 2-3.5x for hidden widths
-    256-1024 (benchmarks/quantize.py). `int8_weight_only`: int8 weights, fp32 activations, run
+    time; compiled for CPU when the model loads (10-30 s the first time on a machine, needs a C++
+    compiler), then the fastest on CPUs with VNNI: ~1.3x fp32 at 64 rows for the quickstart MLP,
+    2-3.3x for hidden widths 256-1024; on plain AVX2 far slower than fp32, which `serve.precision:
+    auto` then serves instead (benchmarks/quantize.py). `int8_weight_only`: int8 weights, fp32 activations, run
     uncompiled: the smallest metric loss, but slower than fp32 on CPU."""
     prune_amount: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Fraction of all Linear and Conv weights zeroed before quantizing, smallest magnitudes first
@@ -439,8 +440,11 @@ class ServeConfig(Section):
     """URL prefix of the app."""
     model_version: str = "champion"
     """Registered version to serve: a number, an alias (`champion`, `challenger`), or "latest"."""
-    quantized: bool = True
-    """Serve the int8 weights when the compress stage accepted them."""
+    precision: Literal["auto", "int8", "fp32"] = "auto"
+    """Weights a replica serves. `auto`: the int8 ones when the compress stage accepted them and
+    they run faster than fp32 on the replica's own CPU (timed when it loads: int8 kernels beat
+    fp32 2-3x on CPUs with VNNI, and lose 10-30x on plain AVX2; see benchmarks/quantize.py), else
+    fp32. `int8`: the int8 ones whenever accepted. `fp32`: never int8."""
     canary: CanaryConfig | None = None
     """A second version taking a share of the traffic (or a shadow copy of it). Its request
     columns must be among the served version's."""

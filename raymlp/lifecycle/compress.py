@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from torch.nn.utils import prune
 
 from raymlp.artifacts import ModelSpec, bundle_size_bytes, load_bundle, save_bundle
 from raymlp.config.schema import CompressConfig
-from raymlp.lifecycle.quantize import lower, quantize
+from raymlp.lifecycle.quantize import interleaved_latency_ms, lower, quantize
 from raymlp.train.loop import score
 
 log = logging.getLogger(__name__)
@@ -112,24 +111,3 @@ def prune_weights(module: nn.Module, amount: float) -> float:
             prune.remove(m, name)
     total = sum(m.weight.numel() for m, _ in params)
     return sum(int((m.weight == 0).sum()) for m, _ in params) / total if total else 0.0
-
-
-@torch.no_grad()
-def interleaved_latency_ms(
-    modules: dict[str, nn.Module], batch: torch.Tensor, rounds: int = 20, calls: int = 10
-) -> dict[str, list[float]]:
-    """Milliseconds of every forward pass of each module over `batch`: `rounds` rounds, each
-    running every module `calls` times in a shuffled order, so load on the machine (and CPU
-    frequency changes) hit all of them alike instead of whichever ran last."""
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    for module in modules.values():
-        module(batch)  # warm-up: first-call allocations and lazy initialization
-    order, rng = list(modules), random.Random(0)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for name in order:
-            for _ in range(calls):
-                start = time.perf_counter()
-                modules[name](batch)
-                times[name].append((time.perf_counter() - start) * 1000)
-    return times

@@ -5,8 +5,10 @@ a bundle stores, and what `torch.load(weights_only=True)` rebuilds. `lower` turn
 served. Eager torchao is slower than fp32 on CPU (measured on 2 cores, 20-64-64-2 MLP, batch 64:
 weight-only 2.4x and dynamic 17x slower): each Linear becomes a dozen small Python-dispatched ops.
 Compiled ahead of time, `int8_dynamic` runs its matmuls on oneDNN's u8s8 (AVX512-VNNI) kernels
-with the activation (de)quantization fused around them, and is the fast path
-(benchmarks/quantize.py).
+with the activation (de)quantization fused around them, and is the fast path there
+(benchmarks/quantize.py). Without VNNI (plain AVX2) oneDNN has no fast int8 path and the same
+model runs 10-30x slower than fp32 (3.6 ms against 0.18 ms for a 256-256 MLP at 64 rows on a
+2-core AVX2 EPYC), which is why serving times both before it chooses (`serve.precision: auto`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import hashlib
 import logging
 import os
 import platform
+import random
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,3 +162,24 @@ def _package_name(weights_key: str, scheme: str, input_dim: int) -> str:
         str(torch.get_num_threads()),
     ]
     return hashlib.sha256("\n".join(build).encode()).hexdigest()[:32] + ".pt2"
+
+
+@torch.no_grad()
+def interleaved_latency_ms(
+    modules: dict[str, nn.Module], batch: torch.Tensor, rounds: int = 20, calls: int = 10
+) -> dict[str, list[float]]:
+    """Milliseconds of every forward pass of each module over `batch`: `rounds` rounds, each
+    running every module `calls` times in a shuffled order, so load on the machine (and CPU
+    frequency changes) hit all of them alike instead of whichever ran last."""
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    for module in modules.values():
+        module(batch)  # warm-up: first-call allocations and lazy initialization
+    order, rng = list(modules), random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            for _ in range(calls):
+                start = time.perf_counter()
+                modules[name](batch)
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times

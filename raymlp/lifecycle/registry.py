@@ -105,11 +105,16 @@ def rollback(client: mlflow.MlflowClient, model_name: str) -> tuple[str, str]:
     return str(current.version), previous
 
 
+def int8_accepted(version: ModelVersion) -> bool:
+    """Whether the compress stage let this version's int8 weights be served."""
+    return version.tags.get(INT8_ACCEPTED_TAG) == "true"
+
+
 def download_bundle(version: ModelVersion, quantized: bool, dst: Path | None = None) -> tuple[Path, str]:
     """Fetch a version's bundle folder: int8 when asked for and accepted, else fp32."""
     # raymlp never unpickles models; make sure no MLflow loader in this process does either.
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
-    use_int8 = quantized and version.tags.get(INT8_ACCEPTED_TAG) == "true"
+    use_int8 = quantized and int8_accepted(version)
     artifact = INT8_ARTIFACT if use_int8 else MODEL_ARTIFACT
     path = mlflow.artifacts.download_artifacts(
         run_id=version.run_id, artifact_path=artifact, dst_path=str(dst) if dst else None

@@ -79,7 +79,7 @@ def build_model_app(
 def _model_deployment(
     name: str, version: ModelVersion, target: TrackingTarget, cfg: ServeConfig, monitor: MonitorConfig
 ) -> Application:
-    source = ModelSource(target.tracking_uri, target.model_name, str(version.version), cfg.quantized)
+    source = ModelSource(target.tracking_uri, target.model_name, str(version.version), cfg.precision)
     settings = ReplicaSettings(
         threads=max(1, int(cfg.cpus_per_replica)),
         max_batch_size=cfg.batching.max_batch_size,
@@ -124,7 +124,7 @@ def _scaling(cfg: ServeConfig) -> dict[str, Any]:
 
 def build_app(args: dict[str, Any]) -> Application:
     """Entry point for `serve run raymlp.serve.app:build_app config=PIPELINE.yaml` and a RayService;
-    `set="serve.model_version=3 serve.quantized=false"` applies overrides."""
+    `set="serve.model_version=3 serve.precision=fp32"` applies overrides."""
     cfg = load_config(args["config"], args.get("set", "").split())
     target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
     return build_model_app(cfg.serve, cfg.monitor, target, resolve_api_keys(cfg.serve.auth, Path(cfg.run_dir)))

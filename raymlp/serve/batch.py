@@ -32,16 +32,16 @@ import ray
 import ray.data
 import torch
 
-from raymlp.artifacts import load_bundle, read_features
+from raymlp.artifacts import read_features
 from raymlp.config.schema import ColumnSpec, DataConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.rows import Record, RowSource
 from raymlp.data.sources import SourceFile, list_files, read_schema
 from raymlp.data.validate import Ledger, RowChecks, target_schema
-from raymlp.lifecycle.registry import download_bundle, resolve_version
+from raymlp.lifecycle.registry import download_bundle, int8_accepted, resolve_version
 from raymlp.lifecycle.tracking import TrackingTarget
 from raymlp.runtime import cluster_cpus
-from raymlp.serve.model import ModelSource, predict_columns, prediction_names
+from raymlp.serve.model import ModelSource, load_served_model, planned_precision, predict_columns, prediction_names
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class BatchReport:
     model_name: str
     version: str
     precision: str
+    """int8, fp32, or auto: each actor kept the faster on its CPU (its log says which)."""
     files: int
     rows_in: int
     rows_out: int
@@ -97,8 +98,8 @@ class _Predictor:
         mlflow.set_tracking_uri(source.tracking_uri)  # download_bundle resolves the run's artifacts through it
         version = mlflow.MlflowClient().get_model_version(source.model_name, source.version)
         with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir, _ = download_bundle(version, source.quantized, Path(tmp))
-            self.model = load_bundle(bundle_dir)
+            self.model, precision = load_served_model(version, source.precision, Path(tmp), device)
+        log.info("batch inference actor: version %s, %s weights on %s", source.version, precision, device)
         self.model.module.to(device)
         self.device, self.keep = device, keep
 
@@ -116,7 +117,7 @@ def predict_batch(
     quarantine_dir: Path,
     *,
     version: str,
-    quantized: bool,
+    precision: str,
     input_format: str | None = None,
     columns: Sequence[str] | None = None,
     batch_size: int = 4096,
@@ -125,8 +126,9 @@ def predict_batch(
     overwrite: bool = False,
 ) -> BatchReport:
     """Predict every valid row of `input_path` (a file, folder, glob or cloud URI of parquet, CSV or
-    JSON lines) with registered `version` (number, alias or "latest"; int8 when `quantized` and
-    accepted; the CLI passes `serve.model_version` and `serve.quantized`) and write the passthrough
+    JSON lines) with registered `version` (number, alias or "latest") at `precision` (as
+    `serve.precision`: with `auto` each actor keeps the faster weights on its own device; the CLI
+    passes `serve.model_version` and `serve.precision`) and write the passthrough
     `columns` (default: all input columns) plus the prediction columns as parquet files under
     `output`. Invalid rows go to `quarantine_dir` (local) and are counted. `actors` is the pool's
     (min, max); default: 1 up to one per GPU, or one per `cpus_per_actor` with a CPU left for
@@ -141,7 +143,7 @@ def predict_batch(
     client = mlflow.MlflowClient(target.tracking_uri)
     pinned = resolve_version(client, target.model_name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir, precision = download_bundle(pinned, quantized, Path(tmp))
+        bundle_dir, _ = download_bundle(pinned, quantized=False, dst=Path(tmp))
         features = read_features(bundle_dir)  # verified here, so a tampered bundle fails before any actor starts
 
     # list_files reads only path and format; the label just makes the DataConfig valid.
@@ -156,10 +158,11 @@ def predict_batch(
         raise ValueError(f"columns: input columns {clash} would clash with prediction columns; pass others (--columns)")
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
+    planned = planned_precision(precision, int8_accepted(pinned), "cuda" if gpus else "cpu")
     low, high = actors or (1, gpus or max(1, int((cluster_cpus() - 1) // cpus_per_actor)))
     ledger = Ledger.remote()
     rows = RowSource(tuple(files), checks, label=None, record=Record(ledger, str(quarantine_dir))).dataset()
-    source = ModelSource(target.tracking_uri, target.model_name, str(pinned.version), quantized)
+    source = ModelSource(target.tracking_uri, target.model_name, str(pinned.version), precision)
     predicted = rows.map_batches(
         _Predictor,
         fn_constructor_args=(source, max(1, int(cpus_per_actor)), "cuda" if gpus else "cpu", keep),
@@ -182,7 +185,7 @@ def predict_batch(
     report = BatchReport(
         model_name=target.model_name,
         version=str(pinned.version),
-        precision=precision,
+        precision=planned,
         files=len(files),
         rows_in=sum(o.rows for o in outcomes.values()),
         rows_out=_count_rows(out_fs, out_path),

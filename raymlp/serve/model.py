@@ -7,20 +7,27 @@ the gateway: Serve batches concurrent calls into one forward pass.
 
 from __future__ import annotations
 
+import logging
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import torch
+from mlflow.entities.model_registry import ModelVersion
 from ray import serve
 
 from raymlp.artifacts import LoadedModel, load_bundle
 from raymlp.data.features import FeaturePipeline
-from raymlp.lifecycle.registry import download_bundle
+from raymlp.lifecycle.quantize import interleaved_latency_ms
+from raymlp.lifecycle.registry import download_bundle, int8_accepted
 from raymlp.monitor.metrics import BatchMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,8 @@ class ModelSource:
     tracking_uri: str
     model_name: str
     version: str
-    quantized: bool
+    precision: str
+    """`serve.precision`: auto, int8 or fp32."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,44 @@ def predict_rows(model: LoadedModel, columns: Mapping[str, Any]) -> list[dict[st
     ]
 
 
+PROBE_ROWS = 64
+"""Rows per forward pass when `auto` times int8 against fp32: a batch of concurrent requests."""
+
+
+def load_served_model(
+    version: ModelVersion, precision: str, dst: Path | None = None, device: str = "cpu"
+) -> tuple[LoadedModel, str]:
+    """The model to serve for `serve.precision`, verified, and which weights it holds ("int8" or
+    "fp32"). `auto` loads both and keeps the faster on this machine's CPU; on another device it
+    keeps fp32, since the int8 kernels raymlp compiles are CPU kernels."""
+    planned = planned_precision(precision, int8_accepted(version), device)
+    if planned == "fp32":
+        return load_bundle(download_bundle(version, quantized=False, dst=dst)[0]), "fp32"
+    int8 = load_bundle(download_bundle(version, quantized=True, dst=dst)[0])
+    if planned == "int8":
+        return int8, "int8"
+    fp32 = load_bundle(download_bundle(version, quantized=False, dst=dst)[0])
+    probe = torch.randn(PROBE_ROWS, fp32.spec.input_dim)
+    times = interleaved_latency_ms({"int8": int8.module, "fp32": fp32.module}, probe, rounds=5, calls=5)
+    median_ms = {name: statistics.median(t) for name, t in times.items()}
+    chosen = faster_precision(median_ms)
+    log.info("serve.precision auto: %s (median ms at %d rows: %s)", chosen, PROBE_ROWS, median_ms)
+    return (int8 if chosen == "int8" else fp32), chosen
+
+
+def planned_precision(requested: str, int8_accepted: bool, device: str = "cpu") -> str:
+    """What `serve.precision` comes to before anything is timed: "int8", "fp32", or "auto" when
+    the replica (or batch actor) must time both to choose."""
+    if requested == "fp32" or not int8_accepted or (requested == "auto" and device != "cpu"):
+        return "fp32"
+    return requested
+
+
+def faster_precision(median_ms: Mapping[str, float]) -> str:
+    """int8 only when it is faster: its kernels win 2-3x on CPUs with VNNI and lose 10-30x without."""
+    return "int8" if median_ms["int8"] < median_ms["fp32"] else "fp32"
+
+
 class ModelReplica:
     """One version of one model. Made a Serve deployment in `serve.app`, not by a decorator: a
     decorated class is shadowed by its Deployment, so cloudpickle would copy the class by value."""
@@ -90,8 +136,7 @@ class ModelReplica:
         # As many threads as reserved CPUs: more would fight the other replicas for the same cores.
         # Set before loading: a compiled int8 model keeps the thread count it was compiled with.
         torch.set_num_threads(settings.threads)
-        bundle_dir, self.precision = download_bundle(version, source.quantized)
-        self.model = load_bundle(bundle_dir)
+        self.model, self.precision = load_served_model(version, source.precision)
         self.source = source
         self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
         self.predict.set_max_batch_size(settings.max_batch_size)

@@ -9,15 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raymlp.artifacts import load_bundle
 from raymlp.cli import main
 from raymlp.config import load_config
 from raymlp.data.validate import REASON, SOURCE, UNREADABLE
-from raymlp.lifecycle.registry import download_bundle, resolve_version
+from raymlp.lifecycle.registry import resolve_version
 from raymlp.lifecycle.tracking import configure_tracking
 from raymlp.pipeline import run_pipeline
 from raymlp.serve.batch import predict_batch
-from raymlp.serve.model import predict_rows
+from raymlp.serve.model import load_served_model, predict_rows
 
 from conftest import QUICKSTART, free_port, tiny_overrides
 
@@ -40,8 +39,8 @@ def served(cfg, target, table: pa.Table) -> dict[tuple, dict]:
     """The served path's answer for each row of `table`, keyed by its input values (output rows
     come back in no particular order)."""
     version = resolve_version(mlflow.MlflowClient(target.tracking_uri), target.model_name, cfg.serve.model_version)
-    bundle_dir, _ = download_bundle(version, cfg.serve.quantized)
-    predictions = predict_rows(load_bundle(bundle_dir), {c: table[c].to_pylist() for c in INPUTS})
+    model, _ = load_served_model(version, cfg.serve.precision)
+    predictions = predict_rows(model, {c: table[c].to_pylist() for c in INPUTS})
     return dict(zip(_keys(table), predictions))
 
 
@@ -81,10 +80,10 @@ def test_malformed_rows_and_files_are_quarantined_and_counted(registered, quicks
     frame.to_csv(data / "part.csv", index=False)
     (data / "broken.parquet").write_bytes(b"PAR1 not parquet at all")
 
-    serve = cfg.serve  # the CLI's defaults: the champion, int8 when accepted (none was made here)
+    serve = cfg.serve  # the CLI's defaults: the champion, int8 when accepted and faster (none was made here)
     report = predict_batch(
         target, str(data), str(tmp_path / "out"), tmp_path / "quarantine",
-        version=serve.model_version, quantized=serve.quantized, actors=(1, 1),  # each actor takes seconds to start
+        version=serve.model_version, precision=serve.precision, actors=(1, 1),  # each actor takes seconds to start
     )  # fmt: skip
     assert (report.version, report.precision, report.files) == ("1", "fp32", 2) and report.rows_per_s > 0
     assert report.rows_in == 40 and report.rows_out == 38 and report.quarantine_path == str(tmp_path / "quarantine")

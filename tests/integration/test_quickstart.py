@@ -1,6 +1,7 @@
 """The quickstart pipeline end to end at tiny size: real Ray, real MLflow store, real HTTP."""
 
 import json
+import logging
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ import requests
 from raymlp.config import load_config
 from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG
 from raymlp.pipeline import run_pipeline
+from raymlp.serve.model import load_served_model
 
 from conftest import QUICKSTART, free_port, tiny_overrides
 
@@ -56,7 +58,22 @@ def test_pipeline_registers_tracks_compresses_and_serves(quickstart):
     [prediction] = result.prediction["predictions"][:1]
     assert prediction["label"] in (0, 1)
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert result.prediction["precision"] == ("int8" if report.accepted else "fp32")
+    # serve.precision auto: int8 only when accepted, and only where it runs faster than fp32.
+    assert result.prediction["precision"] in (("int8", "fp32") if report.accepted else ("fp32",))
+
+
+def test_serve_precision_picks_the_weights(quickstart, caplog):
+    _, result = quickstart
+    version = mlflow.MlflowClient(result.tracking_uri).get_model_version(result.model_name, result.model_version)
+    accepted = version.tags[INT8_ACCEPTED_TAG] == "true"
+    assert load_served_model(version, "fp32")[1] == "fp32"
+    model, precision = load_served_model(version, "int8")
+    assert precision == ("int8" if accepted else "fp32") and bool(model.spec.quantization) == accepted
+    with caplog.at_level(logging.INFO, logger="raymlp.serve.model"):
+        model, precision = load_served_model(version, "auto")
+    assert bool(model.spec.quantization) == (precision == "int8")
+    assert ("serve.precision auto" in caplog.text) == accepted  # timed only when there is a choice
+    assert load_served_model(version, "auto", device="cuda")[1] == "fp32"  # the compiled int8 kernels are CPU-only
 
 
 def test_http_predicts_raw_rows_and_reports_the_version(quickstart):

@@ -9,8 +9,9 @@ import torch
 from raymlp.artifacts import ModelSpec, bundle_size_bytes, load_bundle, save_bundle
 from raymlp.config import ConfigError, parse_config
 from raymlp.config.schema import CompressConfig, ModelConfig
-from raymlp.lifecycle.compress import PRUNABLE, interleaved_latency_ms, prune_weights
-from raymlp.lifecycle.quantize import SCHEMES, CompiledForward, lower, quantize
+from raymlp.lifecycle.compress import PRUNABLE, prune_weights
+from raymlp.lifecycle.quantize import SCHEMES, CompiledForward, interleaved_latency_ms, lower, quantize
+from raymlp.serve.model import faster_precision, planned_precision
 from raymlp.train.models import build_model
 
 from test_features import PIPELINE
@@ -151,3 +152,24 @@ def test_without_a_cpp_compiler_the_eager_int8_model_serves(monkeypatch, caplog)
     monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/c++",))
     assert lower(int8, "int8_dynamic", spec.input_dim) is int8
     assert "compiling for CPU failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "requested, accepted, device, planned",
+    [
+        ("auto", True, "cpu", "auto"),  # timed on the replica's CPU
+        ("auto", True, "cuda", "fp32"),  # the compiled int8 kernels are CPU kernels
+        ("auto", False, "cpu", "fp32"),
+        ("int8", True, "cuda", "int8"),  # asked for by name, served whenever accepted
+        ("int8", False, "cpu", "fp32"),  # never weights the compress gate refused
+        ("fp32", True, "cpu", "fp32"),
+    ],
+)
+def test_serve_precision_plan(requested, accepted, device, planned):
+    assert planned_precision(requested, accepted, device) == planned
+
+
+def test_auto_keeps_int8_only_when_it_is_faster():
+    assert faster_precision({"int8": 0.07, "fp32": 0.15}) == "int8"  # VNNI
+    assert faster_precision({"int8": 3.6, "fp32": 0.18}) == "fp32"  # plain AVX2
+    assert faster_precision({"int8": 0.1, "fp32": 0.1}) == "fp32"  # a tie keeps the exact weights
