@@ -366,6 +366,9 @@ def main() -> None:
             runs.append(search(cfg, data, arm, seed, storage))
             rows.append(summarize_search(runs[-1], target))
             print(json.dumps(rows[-1]), flush=True)
+            # Saved as it goes: a run cut short keeps the searches it finished.
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"benchmark": "hpo_efficiency", "partial": True, "searches": rows}, indent=2))
     load_after_searches = os.getloadavg()
 
     arms = {}

@@ -96,7 +96,9 @@ def main() -> None:
     parser.add_argument("--widths", default="64,256,1024", help="hidden widths; each model has two hidden layers")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (1 = a one-CPU replica)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "quantize_cpu.json")
+    # int8 speed depends on the CPU's int8 instructions (VNNI or not): one result per capability.
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    parser.add_argument("--out", type=Path, default=RESULTS / f"quantize_cpu_{capability}.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="quantize-bench-"))

@@ -443,7 +443,7 @@ class ServeConfig(Section):
     precision: Literal["auto", "int8", "fp32"] = "auto"
     """Weights a replica serves. `auto`: the int8 ones when the compress stage accepted them and
     they run faster than fp32 on the replica's own CPU (timed when it loads: int8 kernels beat
-    fp32 2-3x on CPUs with VNNI, and lose 10-30x on plain AVX2; see benchmarks/quantize.py), else
+    fp32 1.3-3.3x on CPUs with VNNI, and lose ~10x on plain AVX2; see benchmarks/quantize.py), else
     fp32. `int8`: the int8 ones whenever accepted. `fp32`: never int8."""
     canary: CanaryConfig | None = None
     """A second version taking a share of the traffic (or a shadow copy of it). Its request

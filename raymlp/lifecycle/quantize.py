@@ -7,7 +7,7 @@ weight-only 2.4x and dynamic 17x slower): each Linear becomes a dozen small Pyth
 Compiled ahead of time, `int8_dynamic` runs its matmuls on oneDNN's u8s8 (AVX512-VNNI) kernels
 with the activation (de)quantization fused around them, and is the fast path there
 (benchmarks/quantize.py). Without VNNI (plain AVX2) oneDNN has no fast int8 path and the same
-model runs 10-30x slower than fp32 (3.6 ms against 0.18 ms for a 256-256 MLP at 64 rows on a
+model runs ~10x slower than fp32 (2.95 ms against 0.30 ms for a 256-256 MLP at 64 rows on a
 2-core AVX2 EPYC), which is why serving times both before it chooses (`serve.precision: auto`).
 """
 

@@ -122,7 +122,7 @@ def planned_precision(requested: str, int8_accepted: bool, device: str = "cpu") 
 
 
 def faster_precision(median_ms: Mapping[str, float]) -> str:
-    """int8 only when it is faster: its kernels win 2-3x on CPUs with VNNI and lose 10-30x without."""
+    """int8 only when it is faster: its kernels win 1.3-3.3x on CPUs with VNNI and lose ~10x without."""
     return "int8" if median_ms["int8"] < median_ms["fp32"] else "fp32"
 
 
