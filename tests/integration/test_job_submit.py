@@ -20,7 +20,7 @@ import requests
 
 from conftest import REPO, free_port, tiny_overrides
 
-pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

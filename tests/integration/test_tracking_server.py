@@ -17,7 +17,7 @@ from raymlp.pipeline import run_pipeline
 
 from conftest import QUICKSTART, free_port, tiny_overrides
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # about 3.5 minutes: its own mlflow server and pipeline
 
 ROW = {"tenure_months": 3.0, "monthly_charges": 80.0, "support_calls": 4, "age": 30, "plan": "basic", "region": "south"}
 

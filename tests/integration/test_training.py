@@ -73,6 +73,7 @@ def test_resume_continues_a_run_and_refuses_a_tampered_checkpoint(ray_session, q
         run_pipeline(tampered, ["data", "train"], resume=run)
 
 
+@pytest.mark.slow  # the housing example end to end, 6 epochs on elastic workers
 def test_regression_trains_registers_and_serves_values(ray_session, tmp_path):
     from ray import serve
 
@@ -103,6 +104,7 @@ def test_regression_trains_registers_and_serves_values(ray_session, tmp_path):
     assert response.json()["predictions"][0]["value"] > 0
 
 
+@pytest.mark.slow  # the digits example, 6 epochs of a CNN
 def test_multiclass_cnn_on_digits(ray_session, tmp_path):
     data = tmp_path / "digits"
     example_generator("digits").generate(data, shards=3, seed=0)

@@ -15,7 +15,7 @@ from ray import tune
 
 from conftest import QUICKSTART, free_port, tiny_overrides
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # about 3 minutes: a Tune run killed and restored
 
 TRIALS, EPOCHS = 3, 3
 
