@@ -158,14 +158,15 @@ def predict_batch(
         raise ValueError(f"columns: input columns {clash} would clash with prediction columns; pass others (--columns)")
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    planned = planned_precision(precision, int8_accepted(pinned), "cuda" if gpus else "cpu")
+    device = "cuda" if gpus else "cpu"
+    planned = planned_precision(precision, int8_accepted(pinned), device)
     low, high = actors or (1, gpus or max(1, int((cluster_cpus() - 1) // cpus_per_actor)))
     ledger = Ledger.remote()
     rows = RowSource(tuple(files), checks, label=None, record=Record(ledger, str(quarantine_dir))).dataset()
     source = ModelSource(target.tracking_uri, target.model_name, str(pinned.version), precision)
     predicted = rows.map_batches(
         _Predictor,
-        fn_constructor_args=(source, max(1, int(cpus_per_actor)), "cuda" if gpus else "cpu", keep),
+        fn_constructor_args=(source, max(1, int(cpus_per_actor)), device, keep),
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
