@@ -17,11 +17,12 @@ from raymlp.config.load import config_help
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
+    from ray.job_submission import JobSubmissionClient
 
     from raymlp.config import PipelineConfig
     from raymlp.pipeline import PipelineResult
 
-USER_ERRORS = (ConfigError, FileNotFoundError, LookupError, ValueError)
+USER_ERRORS = (ConfigError, ConnectionError, FileNotFoundError, LookupError, PermissionError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +121,70 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
     print(report.summary())
     shutdown_ray(runtime)
     return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from raymlp.jobs import job_client, job_spec
+
+    spec = job_spec(
+        Path(args.config),
+        args.set,
+        stages=args.stages,
+        working_dir=Path(args.working_dir) if args.working_dir else None,
+        pip=args.pip,
+        env_vars=dict(_key_value(e, "--env") for e in args.env),
+    )
+    client = job_client(args.address)
+    job_id = client.submit_job(
+        entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, metadata=spec.metadata, submission_id=args.job_id
+    )
+    print(f"submitted job {job_id}: {spec.entrypoint}  (files: {spec.runtime_env['working_dir']})")
+    if args.no_wait:
+        print(f"follow it with `raymlp job logs {job_id} --follow`")
+        return 0
+    return _follow(client, job_id)
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from raymlp.jobs import job_client, job_info
+
+    client = job_client(args.address)
+    if args.action == "list":
+        for job in sorted(client.list_jobs(), key=lambda j: j.start_time or 0):
+            print(f"{job.submission_id or job.job_id}  {job.status.value:<9}  {job.entrypoint}")
+        return 0
+    info = job_info(client, args.job_id)
+    if args.action == "status":
+        print(f"{args.job_id}: {info.status.value}" + (f" ({info.message})" if info.message else ""))
+    elif args.action == "stop":
+        stopped = client.stop_job(args.job_id)
+        print(f"{args.job_id}: " + ("stop requested" if stopped else f"already {info.status.value}"))
+    elif args.follow:
+        return _follow(client, args.job_id)
+    else:
+        print(client.get_job_logs(args.job_id), end="")
+    return 0
+
+
+def _follow(client: JobSubmissionClient, job_id: str) -> int:
+    from raymlp.jobs import follow, job_info
+
+    try:
+        follow(client, job_id, lambda chunk: print(chunk, end="", flush=True))
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job_id} keeps running (`raymlp job stop {job_id}` ends it)")
+        return 130
+    info = job_info(client, job_id)
+    succeeded = info.status.value == "SUCCEEDED"
+    print(f"job {job_id} {info.status.value}" + (f": {info.message}" if info.message and not succeeded else ""))
+    return 0 if succeeded else 1
+
+
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key, value
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -275,4 +340,31 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (and torch threads) per actor")
     batch.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     batch.set_defaults(command=cmd_predict_batch)
+
+    address = {"help": "the cluster's dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265)"}
+    job = with_config(sub.add_parser("submit", help="run the pipeline on a Ray cluster as a Ray job; stream its log"))
+    job.add_argument("--address", **address)
+    job.add_argument("--stages", help="comma-separated subset of data,train,tune,register,compress,serve")
+    job.add_argument("--working-dir", help="folder uploaded as the job's files; must hold CONFIG (default: its folder)")
+    job.add_argument("--pip", action="append", default=[], metavar="REQUIREMENT", help="extra package for the job's runtime env")
+    job.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable for the job")
+    job.add_argument("--job-id", help="submission id (default: generated)")
+    job.add_argument("--no-wait", action="store_true", help="return once submitted instead of streaming the log")
+    job.set_defaults(command=cmd_submit)
+
+    jobs = sub.add_parser("job", help="status, log, stop or list of jobs on a Ray cluster")
+    job_actions = jobs.add_subparsers(required=True, dest="action", metavar="ACTION")
+    for action, text in [
+        ("status", "the job's state and message"),
+        ("logs", "the job's driver log (--follow: until it ends)"),
+        ("stop", "stop the job"),
+        ("list", "every job on the cluster, oldest first"),
+    ]:
+        command = job_actions.add_parser(action, help=text)
+        command.add_argument("--address", **address)
+        if action != "list":
+            command.add_argument("job_id", metavar="JOB_ID")
+        if action == "logs":
+            command.add_argument("--follow", action="store_true", help="stream until the job ends; exit 1 unless it succeeded")
+    jobs.set_defaults(command=cmd_job)
     return parser

@@ -87,6 +87,45 @@ def quickstart_data(tmp_path_factory) -> Path:
     return out
 
 
+WEAK = ["train.lr=0.000001", "train.epochs=1"]  # barely trained: ranks rows little better than chance
+STRONG = ["train.lr=0.01", "train.epochs=4"]
+
+
+@pytest.fixture(scope="session")
+def registry_runs(ray_session, quickstart_data, tmp_path_factory) -> list:
+    """[(config, result)] of three quickstart runs (data, train, register; one worker) into one
+    registry: weak, strong, weak again, so version 1 was the first champion, 2 beat it and 3 did
+    not (challenger). Training is most of the suite's time: modules that only need registered
+    versions share these, and those that move aliases take a `copy_registry`."""
+    from raymlp.config import load_config
+    from raymlp.pipeline import run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("registry")
+
+    def run(overrides: list[str]):
+        base = tiny_overrides(quickstart_data, run_dir, free_port())
+        cfg = load_config(QUICKSTART / "pipeline.yaml", [*base, "train.num_workers=1", "tune.metric=valid_auc", *overrides])
+        return cfg, run_pipeline(cfg, ["data", "train", "register"])
+
+    return [run(WEAK), run(STRONG), run(WEAK)]
+
+
+def copy_registry(runs: list, cfg, champion: str):
+    """The registry of `registry_runs` as `cfg`'s own embedded store, with `champion` crowned: the
+    SQLite file is copied into `cfg.run_dir` (its artifacts stay where they are, read-only)."""
+    import mlflow
+
+    from raymlp.lifecycle.registry import crown
+    from raymlp.lifecycle.tracking import configure_tracking
+
+    source_cfg, _ = runs[0]
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(source_cfg.run_dir) / "mlflow.db", Path(cfg.run_dir) / "mlflow.db")
+    target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    crown(mlflow.MlflowClient(target.tracking_uri), target.model_name, champion, "test: copied registry")
+    return target
+
+
 def tiny_overrides(data: Path, run_dir: Path, port: int) -> list[str]:
     """The quickstart config shrunk to seconds of compute: tiny epochs, two trials."""
     return [

@@ -1,4 +1,4 @@
-"""Batch inference over the quickstart data with a freshly registered model: every row predicted
+"""Batch inference over the quickstart data with a registered model: every row predicted
 exactly as the served path predicts it (through the CLI), malformed rows and an unreadable file
 quarantined and counted."""
 
@@ -13,12 +13,10 @@ from raymlp.cli import main
 from raymlp.config import load_config
 from raymlp.data.validate import REASON, SOURCE, UNREADABLE
 from raymlp.lifecycle.registry import resolve_version
-from raymlp.lifecycle.tracking import configure_tracking
-from raymlp.pipeline import run_pipeline
 from raymlp.serve.batch import predict_batch
 from raymlp.serve.model import load_served_model, predict_rows
 
-from conftest import QUICKSTART, free_port, tiny_overrides
+from conftest import QUICKSTART, copy_registry, free_port, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +24,12 @@ INPUTS = ["tenure_months", "monthly_charges", "support_calls", "age", "plan", "r
 
 
 @pytest.fixture(scope="module")
-def registered(ray_session, quickstart_data, tmp_path_factory):
-    """Version 1 of the quickstart model (champion), and the overrides that reach its registry."""
-    run_dir = tmp_path_factory.mktemp("batch")
-    overrides = [*tiny_overrides(quickstart_data, run_dir, free_port()), "train.num_workers=1", "train.epochs=1"]
+def registered(registry_runs, quickstart_data, tmp_path_factory):
+    """Version 1 of the quickstart model as champion (a copy of the shared registry), and the
+    overrides that reach it."""
+    overrides = tiny_overrides(quickstart_data, tmp_path_factory.mktemp("batch"), free_port())
     cfg = load_config(QUICKSTART / "pipeline.yaml", overrides)
-    run_pipeline(cfg, ["data", "train", "register"])
-    return cfg, configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name), overrides
+    return cfg, copy_registry(registry_runs, cfg, champion="1"), overrides
 
 
 def served(cfg, target, table: pa.Table) -> dict[tuple, dict]:

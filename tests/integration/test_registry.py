@@ -8,29 +8,16 @@ import pytest
 
 from raymlp.artifacts import TamperedArtifactError, load_bundle
 from raymlp.cli import main
-from raymlp.config import config_digest, load_config
+from raymlp.config import config_digest
 from raymlp.lifecycle.registry import CHALLENGER, CHAMPION, REPLACED_TAG, download_bundle, resolve_version
-from raymlp.pipeline import run_pipeline
-
-from conftest import QUICKSTART, free_port, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
-WEAK = ["train.lr=0.000001", "train.epochs=1"]  # barely trained: ranks rows little better than chance
-STRONG = ["train.lr=0.01", "train.epochs=4"]
-
 
 @pytest.fixture(scope="module")
-def runs(ray_session, quickstart_data, tmp_path_factory):
-    """Three runs into one registry: weak (first champion), strong (beats it), weak again (does not)."""
-    run_dir = tmp_path_factory.mktemp("registry")
-
-    def run(overrides):
-        base = tiny_overrides(quickstart_data, run_dir, free_port())
-        cfg = load_config(QUICKSTART / "pipeline.yaml", [*base, "train.num_workers=1", "tune.metric=valid_auc", *overrides])
-        return cfg, run_pipeline(cfg, ["data", "train", "register"])
-
-    return [run(WEAK), run(STRONG), run(WEAK)]
+def runs(registry_runs):
+    """Weak (first champion), strong (beats it), weak again (does not): see conftest."""
+    return registry_runs
 
 
 def aliases(result) -> dict[str, str]:

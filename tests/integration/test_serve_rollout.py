@@ -6,7 +6,6 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,11 +16,9 @@ from ray import serve
 from raymlp.config import load_config
 from raymlp.config.schema import ServeConfig
 from raymlp.lifecycle.registry import crown
-from raymlp.lifecycle.tracking import configure_tracking
-from raymlp.pipeline import run_pipeline
 from raymlp.serve.app import build_model_app, deploy
 
-from conftest import QUICKSTART, free_port, tiny_overrides
+from conftest import QUICKSTART, copy_registry, free_port, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +26,18 @@ ROW = {"tenure_months": 3.0, "monthly_charges": 80.0, "support_calls": 4, "age":
 
 
 @pytest.fixture(scope="module")
-def registry(ray_session, quickstart_data, tmp_path_factory):
-    """Two registered versions of the quickstart model; the second is challenger (promotion: manual)."""
+def registry(registry_runs, quickstart_data, tmp_path_factory):
+    """The shared registry's versions (1 champion, 2 and 3 besides) in a copy this module may move
+    aliases in; served without auth, small replicas."""
     serve.shutdown()  # earlier tests' proxies keep their ports; start Serve on ours
     run_dir = tmp_path_factory.mktemp("rollout")
     overrides = [
         *tiny_overrides(quickstart_data, run_dir, free_port()),
-        "train.num_workers=1",
-        "registry.promotion=manual",
         "serve.cpus_per_replica=0.25",
         "serve.auth.mode=none",
     ]
     cfg = load_config(QUICKSTART / "pipeline.yaml", overrides)
-    for _ in range(2):
-        run_pipeline(cfg, ["data", "train", "register"])
-    yield cfg, configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    yield cfg, copy_registry(registry_runs, cfg, champion="1")
     serve.shutdown()
 
 
