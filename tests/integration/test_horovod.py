@@ -74,6 +74,7 @@ def crash_once_then_allreduce(config: dict) -> None:
     allreduce_ranks({"restarted": restarted})  # rank 0's fails in the first group: its peer is gone
 
 
+@pytest.mark.slow  # the restart test below asserts the same sum and size, after a crash (CI budget)
 def test_allreduce_over_two_workers(ray_session, tmp_path):
     metrics = run(allreduce_ranks, tmp_path)
     assert (metrics["sum"], metrics["size"], metrics["cross_size"]) == (3.0, 2, 1)

@@ -38,9 +38,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
     ray_session, quickstart_data, tmp_path, monkeypatch
 ):
     monkeypatch.syspath_prepend(str(REPO / "tests" / "support"))  # the driver loads the model too
-    baseline = run_pipeline(quickstart(quickstart_data, tmp_path / "a", "train.epochs=4"), ["data", "train"])
-
-    cfg = quickstart(quickstart_data, tmp_path / "b", "train.epochs=4", "train.max_failures=1")
+    cfg = quickstart(quickstart_data, tmp_path, "train.epochs=4", "train.max_failures=1")
     marker = tmp_path / "died"
     # ~1050 train rows over 2 workers in batches of 64: 9 steps an epoch, so step 22 is in epoch 3.
     cfg.model.options = {"marker": str(marker), "fail_at_step": 22}
@@ -50,9 +48,12 @@ def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
     assert marker.exists(), "the worker never died; the test proved nothing"
     final = latest_metrics(interrupted.run_dir)
     assert final["resumed_after"] == [2]  # restarted from epoch 2's checkpoint: only epoch 3 is redone
-    assert [row["epoch"] for row in final["history"]] == [1, 2, 3, 4]  # none skipped, none twice
-    reference = latest_metrics(baseline.run_dir)
-    assert final["valid_accuracy"] == pytest.approx(reference["valid_accuracy"], abs=0.05)
+    history = final["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]  # none skipped, none twice
+    # The restarted workers went on from epoch 2's weights, not from fresh ones, whose first epoch
+    # would cost about what epoch 1 did.
+    assert history[2]["train_loss"] < (history[0]["train_loss"] + history[1]["train_loss"]) / 2
+    assert history[2]["valid_accuracy"] >= history[1]["valid_accuracy"] - 0.05
 
 
 def test_resume_continues_a_run_and_refuses_a_tampered_checkpoint(ray_session, quickstart_data, tmp_path):
