@@ -107,12 +107,17 @@ def hash_buckets(values: Any, buckets: int) -> np.ndarray:
     return out
 
 
-def one_hot(indices: np.ndarray, width: int) -> np.ndarray:
-    """float32 (rows, width) with a 1 at each index; -1 (missing) is an all-zero row."""
+def one_hot(indices: np.ndarray, width: int, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 (rows, width) with a 1 at each index; -1 (missing) is an all-zero row. Written into
+    `out` when given: a slice of the transform's output, which may be column-major, where
+    assembling a row-major block and copying it across cost more than the encoding itself."""
     idx = np.asarray(indices, dtype=np.int64).ravel()
     if idx.size and (idx.min() < -1 or idx.max() >= width):
         raise ValueError(f"one_hot: indices must be in [-1, {width}), got [{idx.min()}, {idx.max()}]")
-    out = np.zeros((idx.size, width), dtype=np.float32)
+    if out is None:
+        out = np.zeros((idx.size, width), dtype=np.float32)
+    else:
+        out[...] = 0
     rows = np.flatnonzero(idx >= 0)
     out[rows, idx[rows]] = 1.0
     return out

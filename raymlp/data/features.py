@@ -10,7 +10,7 @@ and scaled (and optionally bucketized); categorical inputs are one-hot, ordinal 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -76,10 +76,12 @@ class NumericFeature:
 
     def clean(self, values: Any) -> np.ndarray:
         """Imputed, capped and log- or power-transformed values, before scaling."""
-        raw = np.asarray(values, dtype=np.float64)
-        out = np.where(np.isnan(raw), self.fill, raw)
+        out = np.array(values, dtype=np.float64)  # a copy: the steps below work in place...
+        if not out.flags.writeable:  # ...but a pyarrow ChunkedArray hands numpy a read-only view
+            out = out.copy()
+        np.copyto(out, self.fill, where=np.isnan(out))
         if self.lower is not None or self.upper is not None:
-            out = np.clip(out, self.lower, self.upper)
+            np.clip(out, self.lower, self.upper, out=out)
         if self.log1p:
             return np.log1p(np.maximum(out, 0.0))
         return yeo_johnson(out, self.power) if self.power is not None else out
@@ -96,8 +98,8 @@ class BucketFeature:
     def width(self) -> int:
         return len(self.edges) + 1
 
-    def encode(self, values: Any) -> np.ndarray:
-        return one_hot(bucket_indices(np.asarray(values, dtype=np.float64), self.edges), self.width)
+    def encode(self, values: Any, out: np.ndarray | None = None) -> np.ndarray:
+        return one_hot(bucket_indices(np.asarray(values, dtype=np.float64), self.edges), self.width, out)
 
 
 @dataclass(frozen=True)
@@ -115,16 +117,20 @@ class CategoricalFeature:
     def width(self) -> int:
         return 1 if self.encoding == "ordinal" else len(self.categories) + self.other
 
-    def encode(self, values: Any) -> np.ndarray:
+    def encode(self, values: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """(rows, width) float32, written into `out` when given (see encoders.one_hot)."""
         text = category_text(values)
         codes = self.codes(text)
+        if out is None:
+            out = np.empty((len(codes), self.width), dtype=np.float32)
         if self.encoding == "ordinal":
-            return codes[:, None].astype(np.float64)
-        hits = one_hot(codes, len(self.categories))
-        if not self.other:
-            return hits
-        present = pc.is_valid(text).to_numpy(zero_copy_only=False)
-        return np.hstack([hits, ((codes < 0) & present)[:, None]])
+            out[:, 0] = codes
+            return out
+        one_hot(codes, len(self.categories), out[:, : len(self.categories)])
+        if self.other:
+            present = pc.is_valid(text).to_numpy(zero_copy_only=False)
+            out[:, -1] = (codes < 0) & present
+        return out
 
     def codes(self, values: Any) -> np.ndarray:
         """Index of each value in `categories`; -1 for missing (unless filled) and unseen values."""
@@ -146,8 +152,8 @@ class HashedFeature:
     def width(self) -> int:
         return self.buckets
 
-    def encode(self, values: Any) -> np.ndarray:
-        return one_hot(hash_buckets(values, self.buckets), self.buckets)
+    def encode(self, values: Any, out: np.ndarray | None = None) -> np.ndarray:
+        return one_hot(hash_buckets(values, self.buckets), self.buckets, out)
 
 
 @dataclass(frozen=True)
@@ -221,20 +227,20 @@ class FeaturePipeline:
         cols = self.expand(columns)
         rows = len(cols[self.input_columns[0]]) if self.input_columns else 0
         out = np.empty((rows, self.output_dim), dtype=np.float32, order=order)
-        at = 0
-        for block in self._blocks(cols):
-            out[:, at : at + block.shape[1]] = block
-            at += block.shape[1]
-        return out
-
-    def _blocks(self, cols: Mapping[str, Any]) -> Iterator[np.ndarray]:
-        """The output columns, group by group, in `output_names` order."""
+        at = 0  # each group writes its own columns, in `output_names` order
         for f in self.numeric:
-            yield ((f.clean(cols[f.name]) - f.center) / f.scale)[:, None]
+            scaled = f.clean(cols[f.name])
+            scaled -= f.center
+            scaled /= f.scale
+            out[:, at] = scaled
             if f.indicator:
-                yield np.isnan(np.asarray(cols[f.name], dtype=np.float64))[:, None]
+                at += 1
+                out[:, at] = np.isnan(np.asarray(cols[f.name], dtype=np.float64))
+            at += 1
         for encoder in self.buckets + self.categorical + self.hashed:
-            yield encoder.encode(cols[encoder.name])
+            encoder.encode(cols[encoder.name], out[:, at : at + encoder.width])
+            at += encoder.width
+        return out
 
     @property
     def num_outputs(self) -> int:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray.data
-from ray.data.aggregate import Count, Max, Mean, Min, Std, ValueCounter
+from ray.data.aggregate import Count, ValueCounter
 
 from raymlp.config.schema import FeaturesConfig
-from raymlp.data.aggregates import CrossMoments, Quantiles, Sample, aggregate
+from raymlp.data.aggregates import CrossMoments, Quantiles, Sample, Summary, aggregate
 from raymlp.data.encoders import fit_yeo_johnson, hash_buckets, yeo_johnson
 from raymlp.data.expressions import compile_expression
 from raymlp.data.features import (
@@ -156,8 +156,7 @@ def raw_statistics(
     and of a regression label."""
     aggs = _raw_aggregations(roles, cfg)
     if task == "regression":
-        aggs += [Mean(label, alias_name="label:mean"), Std(label, ddof=0, alias_name="label:std")]
-        aggs += [Min(label, alias_name="label:min"), Max(label, alias_name="label:max")]
+        aggs.append(Summary([label], alias_name="target"))
     return aggregate(_expanded(train, roles, label), *aggs)
 
 
@@ -181,16 +180,17 @@ def fit_feature_pipeline(
     sampled = bool(cfg.power or cfg.select.top_k)
     target = {"task": task}
     if task == "regression":
-        target |= {"label_center": float(raw["label:mean"]), "label_scale": float(raw["label:std"] or 0.0) or 1.0}
+        label_stats = raw["target"][label]
+        target |= {"label_center": label_stats["mean"] or 0.0, "label_scale": label_stats["std"] or 1.0}
     codes = FeaturePipeline(label=label, classes=classes, **target)
 
-    def clean(batch: pa.Table) -> dict[str, np.ndarray]:
+    def clean(batch: pa.Table) -> pa.Table:
         out = {f.name: f.clean(batch[f.name]) for f in cleaners}
         if sampled:  # encoded inputs and labels only feed the sample
             out |= {c.name: c.codes(batch[c.name]).astype(np.float64) for c in categorical}
             out |= {h.name: hash_buckets(batch[h.name], h.buckets).astype(np.float64) for h in hashed}
             out[LABEL_CODE] = codes.encode_labels(batch[label])
-        return out
+        return pa.table(out)  # zero-copy; Ray converts a dict of numpy columns far more slowly
 
     cleaned = _expanded(train, roles, label).map_batches(clean, batch_format="pyarrow", batch_size=None)
     stats = aggregate(cleaned, *_clean_aggregations(roles, cfg, seed))
@@ -243,10 +243,8 @@ def _expanded(train: ray.data.Dataset, roles: Roles, label: str) -> ray.data.Dat
 
 
 def _raw_aggregations(roles: Roles, cfg: FeaturesConfig) -> list[Any]:
-    aggs: list[Any] = [Count(alias_name="rows")]
+    aggs: list[Any] = [Count(alias_name="rows"), Summary(roles.numeric, alias_name="numeric")]
     for c in roles.numeric:
-        aggs += [Count(c, ignore_nulls=True, alias_name=f"count:{c}"), Mean(c, alias_name=f"mean:{c}")]
-        aggs += [Std(c, ddof=0, alias_name=f"std:{c}"), Min(c, alias_name=f"min:{c}"), Max(c, alias_name=f"max:{c}")]
         if quantiles := _raw_quantiles(c, cfg):
             aggs.append(Quantiles(c, quantiles, alias_name=f"q:{c}"))
         if cfg.impute == "mode":
@@ -273,7 +271,8 @@ def _quantile(raw: dict[str, Any], c: str, q: float, cfg: FeaturesConfig) -> flo
 
 def _cleaner(c: str, raw: dict[str, Any], cfg: FeaturesConfig) -> NumericFeature:
     """Fill and fences for column `c` from the raw statistics (an all-null column fills with 0)."""
-    mean, std = float(raw[f"mean:{c}"] or 0.0), float(raw[f"std:{c}"] or 0.0)
+    summary = raw["numeric"][c]
+    mean, std = summary["mean"] or 0.0, summary["std"] or 0.0
     if cfg.impute == "mode":
         fill = _most_frequent(raw[f"counts:{c}"]) or 0.0
     else:
@@ -320,14 +319,9 @@ def _most_frequent(counts: dict[str, list] | None) -> float | None:
 
 
 def _clean_aggregations(roles: Roles, cfg: FeaturesConfig, seed: int) -> list[Any]:
-    aggs: list[Any] = [Count(alias_name="rows")]
-    for c in roles.numeric:
-        if cfg.scaler == "standard" or cfg.select.variance_threshold is not None:
-            aggs += [Mean(c, alias_name=f"mean:{c}"), Std(c, ddof=0, alias_name=f"std:{c}")]
-        if cfg.scaler == "minmax":
-            aggs += [Min(c, alias_name=f"min:{c}"), Max(c, alias_name=f"max:{c}")]
-        elif cfg.scaler == "robust":
-            aggs.append(Quantiles(c, [0.25, 0.5, 0.75], alias_name=f"q:{c}"))
+    aggs: list[Any] = [Count(alias_name="rows"), Summary(roles.numeric, alias_name="numeric")]
+    if cfg.scaler == "robust":
+        aggs += [Quantiles(c, [0.25, 0.5, 0.75], alias_name=f"q:{c}") for c in roles.numeric]
     if cfg.select.max_correlation is not None and len(roles.numeric) > 1:
         aggs.append(CrossMoments(roles.numeric, alias_name="moments"))
     if cfg.power or cfg.select.top_k is not None:
@@ -338,11 +332,12 @@ def _clean_aggregations(roles: Roles, cfg: FeaturesConfig, seed: int) -> list[An
 
 def _center_scale(c: str, stats: dict[str, Any], scaler: str) -> dict[str, float]:
     """A constant (or all-null) column gets scale 1, so it encodes as zeros rather than NaN."""
+    summary = stats["numeric"][c]
     if scaler == "standard":
-        center, scale = stats[f"mean:{c}"], stats[f"std:{c}"]
+        center, scale = summary["mean"], summary["std"]
     elif scaler == "minmax":
-        center = stats[f"min:{c}"]
-        scale = None if center is None else stats[f"max:{c}"] - center
+        center = summary["min"]
+        scale = None if center is None else summary["max"] - center
     else:
         q = stats[f"q:{c}"]
         center, scale = (None, None) if q is None else (q[1], q[2] - q[0])
@@ -368,7 +363,7 @@ def _select(roles: Roles, cfg: FeaturesConfig, stats: dict[str, Any], seed: int,
     select, dropped = cfg.select, {}
     numeric = list(roles.numeric)
     if select.variance_threshold is not None:
-        variances = [float(stats[f"std:{c}"] or 0.0) ** 2 for c in numeric]
+        variances = [(stats["numeric"][c]["std"] or 0.0) ** 2 for c in numeric]
         kept = variance_keep(numeric, variances, select.variance_threshold)
         dropped |= {c: f"variance <= {select.variance_threshold}" for c in numeric if c not in kept}
         numeric = kept

@@ -3,8 +3,9 @@ train split and apply it, all as streaming passes over the source files.
 
 Passes, each re-reading the files rather than holding them: (1) validation counts and the raw
 statistics, fused; (2) the statistics of cleaned values; (3) the transform. Deduplication and time
-splits add a pass of their own before (1). The first pass, whichever it is, also fills the
-validation ledger and writes the quarantine.
+splits add a pass of their own before (1). The first pass, whichever it is, checks every row, fills
+the validation ledger and writes the quarantine; the later ones read only the columns they use and
+drop the rows it found invalid (see rows.py).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from raymlp.data.clean import KEY, POS, find_duplicates
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.fit import Fitted, Roles, fit_feature_pipeline, raw_statistics, resolve_roles
 from raymlp.data.profile import build_profile, profile_summary
-from raymlp.data.rows import Record, RowSource, row_source
+from raymlp.data.rows import Record, RowSource, row_source, verdicts_of
 from raymlp.data.sources import list_files
 from raymlp.data.split import NAMES, SPLIT, TRAIN, VALID, SplitRule, fit_time_split, random_split
-from raymlp.data.validate import Ledger, ValidationReport, build_report, checks_for, target_schema
+from raymlp.data.ledger import Ledger
+from raymlp.data.validate import ValidationReport, build_report, checks_for, target_schema
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +57,22 @@ class PreparedData:
 
 
 class Passes:
-    """Hands out the row source for each pass over the data; the first one also records every
-    file's outcome in the ledger and quarantines invalid rows."""
+    """Hands out the row source for each pass over the data. The first one checks every row,
+    records every file's outcome in the ledger and quarantines invalid rows; later ones read only
+    the columns they need and drop the rows it recorded as invalid."""
 
     def __init__(self, source: RowSource, data: DataConfig, quarantine_dir: Path):
         self.source, self.data, self.quarantine_dir = source, data, str(quarantine_dir)
-        self.ledger = Ledger.remote()
+        self.ledger = Ledger.remote()  # now, so that its start-up overlaps the driver's planning
         self.report: ValidationReport | None = None
+        self.recording = False
 
     def next(self, **changes: Any) -> RowSource:
+        if self.recording:
+            self.validated()
         if self.report is not None:
             return self.source.with_(**changes)
+        self.recording = True
         quarantine = self.quarantine_dir if self.data.invalid_rows == "quarantine" else None
         return self.source.with_(record=Record(self.ledger, quarantine), **changes)
 
@@ -76,6 +83,7 @@ class Passes:
             self.report = build_report(
                 list(self.source.files), outcomes, self.source.checks.schema, self.data, self.quarantine_dir
             )
+            self.source = self.source.with_(verdicts=ray.put(verdicts_of(outcomes)))
             log.info("data validation: %s", self.report.summary())
         return self.report
 
@@ -119,8 +127,10 @@ def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_d
     if hold_out:
         split = fit_time_split(passes.next().dataset(), data) if data.split == "time" else random_split(data, seed)
 
+    inputs = tuple(dict.fromkeys([*roles.sources, data.label]))
+
     def train_rows() -> ray.data.Dataset:
-        return passes.next(split=split).dataset().filter(expr=f"{SPLIT} == {TRAIN}")
+        return passes.next(split=split, columns=inputs, keep_split=TRAIN).dataset()
 
     raw = raw_statistics(train_rows(), roles, features, data.label, data.task)
     classes = sorted(passes.validated().labels, key=_sort_key)
@@ -142,8 +152,8 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
 
     # Materialize: the splits are re-read every epoch and by every trial, and a streaming read
     # competing with training workers for the same CPUs can stall them (see RAY_NOTES).
-    rows = fit.source.dataset()
-    ready = rows.map_batches(transform, batch_format="pyarrow", batch_size=None).materialize()
+    inputs = fit.source.with_(columns=(*pipeline.input_columns, data.label)).dataset()
+    ready = inputs.map_batches(transform, batch_format="pyarrow", batch_size=None).materialize()
     splits = {
         name: ready.filter(expr=f"{SPLIT} == {code}").drop_columns([SPLIT]).materialize()
         for code, name in NAMES.items()
@@ -154,7 +164,8 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
             f"data: the split left {num_rows} rows; add data or change data.valid_fraction / data.test_fraction"
         )
     log.info("data: %s rows, %d features", num_rows, pipeline.output_dim)
-    sample = rows.filter(expr=f"{SPLIT} != {TRAIN}").select_columns(pipeline.input_columns).take(3)
+    valid_rows = fit.source.with_(keep_split=VALID)
+    sample = valid_rows.with_(columns=tuple(pipeline.input_columns)).dataset().drop_columns([SPLIT]).take(3)
     return PreparedData(
         train=splits["train"],
         valid=splits["valid"],
@@ -164,7 +175,7 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
         profile=profile,
         num_rows=num_rows,
         sample_rows=[{k: _jsonable(v) for k, v in row.items()} for row in sample],
-        valid_rows=rows.filter(expr=f"{SPLIT} == {VALID}").drop_columns([SPLIT]),
+        valid_rows=valid_rows.dataset().drop_columns([SPLIT]),
         dropped_features=fit.fitted.dropped,
     )
 
@@ -177,7 +188,7 @@ def preprocess_to_parquet(
     `benchmarks/data_preprocess.py` measures."""
     fit = fit_data(data, features, seed, quarantine_dir, hold_out=False)
     pipeline = fit.fitted.pipeline
-    rows = fit.source.dataset()
+    rows = fit.source.with_(columns=(*pipeline.input_columns, data.label)).dataset()
     # Dictionary encoding suits repeated values, not scaled floats: without it the write is ~3x
     # faster and the files smaller (one-hot columns still compress well).
     transformed = rows.map_batches(pipeline.transform_columns, batch_format="pyarrow", batch_size=None)

@@ -15,8 +15,9 @@ def build_profile(raw: dict[str, Any], roles: Roles, labels: dict[Any, int]) -> 
     rows = raw["rows"] or 0
     result: dict[str, dict[str, Any]] = {}
     for c in roles.numeric:
-        result[c] = {"missing_fraction": _missing(raw[f"count:{c}"], rows)}
-        result[c] |= {k: _number(raw[f"{k}:{c}"]) for k in ("min", "max", "mean", "std")}
+        summary = raw["numeric"][c]
+        result[c] = {"missing_fraction": _missing(summary["count"], rows)}
+        result[c] |= {k: summary[k] for k in ("min", "max", "mean", "std")}
     for c in roles.categories:
         counts = raw[f"counts:{c}"] or {"values": [], "counts": []}
         present = {str(v): n for v, n in zip(counts["values"], counts["counts"]) if v is not None}
@@ -32,7 +33,8 @@ def build_profile(raw: dict[str, Any], roles: Roles, labels: dict[Any, int]) -> 
     if labels:
         result["label"]["classes"] = {str(k): n for k, n in sorted(labels.items(), key=str)}
     else:  # a regression label
-        result["label"] |= {k: _number(raw.get(f"label:{k}")) for k in ("min", "max", "mean", "std")}
+        summary = next(iter(raw["target"].values()))
+        result["label"] |= {k: summary[k] for k in ("min", "max", "mean", "std")}
     return result
 
 
@@ -59,7 +61,3 @@ def profile_summary(profile: dict[str, dict[str, Any]]) -> str:
 
 def _missing(present: int | None, rows: int) -> float:
     return 1.0 - (present or 0) / rows if rows else 0.0
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -27,10 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
-import ray.data
 
 from raymlp.config.schema import ColumnSpec, DataConfig
+from raymlp.data.ledger import FileOutcome
 from raymlp.data.sources import SourceFile, read_file, read_schema
 
 log = logging.getLogger(__name__)
@@ -42,33 +41,6 @@ ROW = "_raymlp_row"
 UNREADABLE = "unreadable_file"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "string": pa.string(), "bool": pa.bool_(), "timestamp": TIMESTAMP}
-
-
-@dataclass
-class FileOutcome:
-    """What one task found in one file."""
-
-    rows: int = 0
-    valid: int = 0
-    invalid: dict[str, int] = field(default_factory=dict)
-    labels: dict[Any, int] = field(default_factory=dict)
-    """Label value -> count among the valid rows."""
-    sha256: str = ""
-    error: str | None = None
-
-
-@ray.remote(num_cpus=0)
-class Ledger:
-    """File -> outcome. Set, not added: a retried read task overwrites its own entry."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[str, FileOutcome] = {}
-
-    def record(self, uri: str, outcome: FileOutcome) -> None:
-        self.outcomes[uri] = outcome
-
-    def all(self) -> dict[str, FileOutcome]:
-        return self.outcomes
 
 
 @dataclass
@@ -168,6 +140,18 @@ def checks_for(cfg: DataConfig, schema: pa.Schema) -> RowChecks:
     return RowChecks(schema, cfg.columns, frozenset(required))
 
 
+def cast_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` as `schema` (missing columns become nulls, extra ones are dropped), without the
+    rules: for passes after the one that checked it, which drop the rows it found invalid (a value
+    that does not cast becomes null, and its row is among them)."""
+    n = table.num_rows
+    columns = [
+        _cast(table[name] if name in table.column_names else pa.nulls(n, type_), type_)[0]
+        for name, type_ in zip(schema.names, schema.types)
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def conform(table: pa.Table, checks: RowChecks) -> tuple[pa.Table, pa.Array, pa.Array]:
     """Cast `table` to the target schema (missing columns become nulls, extra ones are dropped).
     Returns it with, per row, the first failed rule (or null) and a detail (the value that did not
@@ -196,10 +180,11 @@ def outcome_of(uri: str, rows: int, reason: pa.Array, labels: pa.Array | None) -
     label_counts = {}
     if labels is not None:
         label_counts = {r["values"]: r["counts"] for r in pc.value_counts(labels.filter(valid_mask)).to_pylist()}
-    valid = pc.sum(valid_mask.cast(pa.int64())).as_py() or 0
+    invalid_rows = np.flatnonzero(~valid_mask.to_numpy(zero_copy_only=False))
+    valid = rows - len(invalid_rows)
     if valid + sum(invalid.values()) != rows:
         raise RuntimeError(f"data validation lost rows in {uri}: {valid} valid + {invalid} invalid != {rows} read")
-    return FileOutcome(rows=rows, valid=valid, invalid=invalid, labels=label_counts)
+    return FileOutcome(rows=rows, valid=valid, invalid=invalid, labels=label_counts, invalid_rows=invalid_rows)
 
 
 def unreadable(uri: str, error: Exception, schema: pa.Schema) -> tuple[pa.Table, FileOutcome]:
@@ -299,7 +284,7 @@ def _rule_failures(values: pa.Array, spec: ColumnSpec | None, required: bool) ->
     return failures
 
 
-def _cast(values: pa.Array, type_: pa.DataType) -> tuple[pa.Array, pa.Array | None]:
+def _cast(values: pa.Array | pa.ChunkedArray, type_: pa.DataType) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | None]:
     """Cast to `type_`; values that do not convert become null and are flagged."""
     if values.type == type_:
         return values, None

@@ -37,7 +37,8 @@ from raymlp.config.schema import ColumnSpec, DataConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.rows import Record, RowSource
 from raymlp.data.sources import SourceFile, list_files, read_schema
-from raymlp.data.validate import Ledger, RowChecks, target_schema
+from raymlp.data.ledger import Ledger
+from raymlp.data.validate import RowChecks, target_schema
 from raymlp.lifecycle.registry import download_bundle, int8_accepted, resolve_version
 from raymlp.lifecycle.tracking import TrackingTarget
 from raymlp.runtime import cluster_cpus

@@ -1,0 +1,44 @@
+"""Where read tasks report what they found in each file, keyed by file so that a retried task
+replaces its entry instead of counting twice.
+
+Kept apart from the data modules and light to import (Ray and numpy only): the ledger actor is
+started at the beginning of the first pass, and every second its process spends importing the
+data stack is a second the first read tasks may wait for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+
+@dataclass
+class FileOutcome:
+    """What one task found in one file."""
+
+    rows: int = 0
+    valid: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+    labels: dict[Any, int] = field(default_factory=dict)
+    """Label value -> count among the valid rows."""
+    sha256: str = ""
+    error: str | None = None
+    invalid_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """Positions of the invalid rows, so later passes drop them without checking again."""
+
+
+@ray.remote(num_cpus=0)
+class Ledger:
+    """File -> outcome. Set, not added: a retried read task overwrites its own entry."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, FileOutcome] = {}
+
+    def record(self, uri: str, outcome: FileOutcome) -> None:
+        self.outcomes[uri] = outcome
+
+    def all(self) -> dict[str, FileOutcome]:
+        return self.outcomes
