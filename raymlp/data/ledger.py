@@ -1,5 +1,5 @@
-"""Where read tasks report what they found in each file, keyed by file so that a retried task
-replaces its entry instead of counting twice.
+"""Where read tasks report what they found in each file, keyed by run and file so that a retried
+task replaces its entry instead of counting twice.
 
 Kept apart from the data modules and light to import (Ray and numpy only): the ledger actor is
 started at the beginning of the first pass, and every second its process spends importing the
@@ -32,13 +32,21 @@ class FileOutcome:
 
 @ray.remote(num_cpus=0)
 class Ledger:
-    """File -> outcome. Set, not added: a retried read task overwrites its own entry."""
+    """(run, file) -> outcome. Set, not added: a retried read task overwrites its own entry."""
 
     def __init__(self) -> None:
-        self.outcomes: dict[str, FileOutcome] = {}
+        self.runs: dict[str, dict[str, FileOutcome]] = {}
 
-    def record(self, uri: str, outcome: FileOutcome) -> None:
-        self.outcomes[uri] = outcome
+    def record(self, run: str, uri: str, outcome: FileOutcome) -> None:
+        self.runs.setdefault(run, {})[uri] = outcome
 
-    def all(self) -> dict[str, FileOutcome]:
-        return self.outcomes
+    def take(self, run: str) -> dict[str, FileOutcome]:
+        """Every outcome recorded for `run`, handed over once (the ledger keeps no copy)."""
+        return self.runs.pop(run, {})
+
+
+def job_ledger() -> ray.actor.ActorHandle:
+    """This Ray job's ledger: started by its first pass over data and shared by the runs after it,
+    which keep their entries apart by run id, so that only the first pays for the actor's start-up."""
+    name = f"raymlp-ledger-{ray.get_runtime_context().get_job_id()}"
+    return Ledger.options(name=name, get_if_exists=True).remote()

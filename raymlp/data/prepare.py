@@ -11,6 +11,7 @@ drop the rows it found invalid (see rows.py).
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from raymlp.data.profile import build_profile, profile_summary
 from raymlp.data.rows import Record, RowSource, row_source, verdicts_of
 from raymlp.data.sources import list_files
 from raymlp.data.split import NAMES, SPLIT, TRAIN, VALID, SplitRule, fit_time_split, random_split
-from raymlp.data.ledger import Ledger
+from raymlp.data.ledger import job_ledger
 from raymlp.data.validate import ValidationReport, build_report, checks_for, target_schema
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Passes:
 
     def __init__(self, source: RowSource, data: DataConfig, quarantine_dir: Path):
         self.source, self.data, self.quarantine_dir = source, data, str(quarantine_dir)
-        self.ledger = Ledger.remote()  # now, so that its start-up overlaps the driver's planning
+        self.ledger, self.run = job_ledger(), uuid.uuid4().hex  # now: a new ledger starts while the driver plans
         self.report: ValidationReport | None = None
         self.recording = False
 
@@ -74,12 +75,12 @@ class Passes:
             return self.source.with_(**changes)
         self.recording = True
         quarantine = self.quarantine_dir if self.data.invalid_rows == "quarantine" else None
-        return self.source.with_(record=Record(self.ledger, quarantine), **changes)
+        return self.source.with_(record=Record(self.ledger, self.run, quarantine), **changes)
 
     def validated(self) -> ValidationReport:
         """The report, once the first pass has run (it raises on `fail`, `max_bad_fraction`, no rows)."""
         if self.report is None:
-            outcomes = ray.get(self.ledger.all.remote())
+            outcomes = ray.get(self.ledger.take.remote(self.run))
             self.report = build_report(
                 list(self.source.files), outcomes, self.source.checks.schema, self.data, self.quarantine_dir
             )

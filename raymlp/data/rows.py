@@ -42,9 +42,11 @@ Verdicts = dict[str, tuple[int, np.ndarray] | None]
 
 @dataclass(frozen=True)
 class Record:
-    """Where the first pass reports: the ledger actor, and the quarantine folder (None: drop)."""
+    """Where the first pass reports: the ledger actor and this run's id in it, and the quarantine
+    folder (None: drop)."""
 
     ledger: ray.actor.ActorHandle
+    run: str
     quarantine_dir: str | None
 
 
@@ -166,7 +168,7 @@ class RowSource:
             return None
         if invalid is not None and self.record.quarantine_dir is not None:
             write_quarantine(invalid, self.record.quarantine_dir, uri)
-        return self.record.ledger.record.remote(uri, outcome)
+        return self.record.ledger.record.remote(self.record.run, uri, outcome)
 
 
 def verdicts_of(outcomes: dict[str, FileOutcome]) -> Verdicts:
