@@ -74,7 +74,7 @@ def read_columns(source: SourceFile, columns: list[str]) -> pa.Table:
     """Those of `columns` the file has, for passes after validation: parquet reads only their
     column chunks; CSV and JSON lines are parsed whole."""
     if source.format == "parquet":
-        fs, path = pa_fs.FileSystem.from_uri(source.uri)
+        fs, path = _open(source.uri)
         file = pq.ParquetFile(path, filesystem=fs)
         return file.read(columns=[c for c in columns if c in file.schema_arrow.names])
     table = read_file(source)
@@ -82,13 +82,17 @@ def read_columns(source: SourceFile, columns: list[str]) -> pa.Table:
 
 
 def read_bytes(source: SourceFile) -> pa.Buffer:
-    """The file's content, read once: parsed from memory and hashed for the fingerprint. A local
-    file is memory-mapped rather than copied (~40 ms less per 45 MB shard)."""
-    fs, path = pa_fs.FileSystem.from_uri(source.uri)
-    if isinstance(fs, pa_fs.LocalFileSystem):
-        fs = pa_fs.LocalFileSystem(use_mmap=True)
+    """The file's content, read once: parsed from memory and hashed for the fingerprint."""
+    fs, path = _open(source.uri)
     with fs.open_input_file(path) as f:
         return f.read_buffer()
+
+
+def _open(uri: str) -> tuple[pa_fs.FileSystem, str]:
+    """The filesystem and path of `uri`. Local files are memory-mapped rather than copied: ~40 ms
+    less per 45 MB shard read whole, ~7 ms for a few columns."""
+    fs, path = pa_fs.FileSystem.from_uri(uri)
+    return (pa_fs.LocalFileSystem(use_mmap=True) if isinstance(fs, pa_fs.LocalFileSystem) else fs), path
 
 
 def parse_file(raw: pa.Buffer | bytes, fmt: str) -> pa.Table:

@@ -6,10 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 import ray.data
 
 from raymlp.config import parse_config
-from raymlp.data.prepare import validate_data
+from raymlp.data.ledger import FileOutcome, job_ledger
+from raymlp.data.prepare import open_source, validate_data
+from raymlp.data.split import SPLIT
 from raymlp.data.validate import REASON, SOURCE, UNREADABLE
 
 pytestmark = pytest.mark.integration
@@ -124,3 +127,24 @@ def test_fingerprint_follows_content_and_schema(ray_session, tmp_path):
     changed = validate_data(data_cfg(tmp_path), tmp_path / "q")[1].fingerprint
     retyped = validate_data(data_cfg(tmp_path, columns={"y": {"type": "float"}}), tmp_path / "q")[1].fingerprint
     assert len({first, changed, retyped}) == 3
+
+
+def test_passes_after_the_first_read_only_their_columns_and_drop_the_rows_it_found_invalid(ray_session, tmp_path):
+    shard(tmp_path / "part-0.parquet", 50)
+    shard(tmp_path / "part-1.parquet", 50, start=100)
+    passes = open_source(data_cfg(tmp_path, columns={"a": {"max": 120}}, max_bad_fraction=0.5), tmp_path / "q")
+    passes.next().dataset().count()  # the first pass checks every rule and records what it found
+    later = passes.next(columns=("c",)).dataset()
+    assert later.columns() == ["c", SPLIT]  # `a` is not read, yet its rule still holds
+    assert later.count() == passes.validated().rows_valid == 50 + 21
+    shard(tmp_path / "part-1.parquet", 60, start=100)  # rewritten during the run
+    with pytest.raises(Exception, match="part-1.parquet changed during the run: 60 rows now, 50 when it was validated"):
+        passes.next(columns=("c",)).dataset().count()
+
+
+def test_one_ledger_per_job_keeps_runs_apart_and_hands_each_over_once(ray_session):
+    first, second = job_ledger(), job_ledger()
+    ray.get([first.record.remote("r1", "f", FileOutcome(rows=1)), second.record.remote("r2", "f", FileOutcome(rows=2))])
+    assert ray.get(second.take.remote("r1"))["f"].rows == 1  # the same actor
+    assert ray.get(first.take.remote("r2"))["f"].rows == 2
+    assert ray.get(first.take.remote("r1")) == {}

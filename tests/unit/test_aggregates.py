@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raymlp.data.aggregates import CrossMoments, Quantiles, Sample
+from raymlp.data.aggregates import CrossMoments, Quantiles, Sample, Summary
 
 
 def merged(agg, blocks):
@@ -46,3 +46,31 @@ def test_cross_moments_give_the_correlation_matrix_of_the_whole():
     blocks = [pa.table({"a": p[:, 0], "b": p[:, 1], "c": p[:, 2]}) for p in np.array_split(x, 4)]
     moments = merged(CrossMoments(["a", "b", "c"]), blocks)
     np.testing.assert_allclose(moments.correlation(), np.corrcoef(x.T), atol=1e-6)
+
+
+def test_summary_equals_numpy_per_column_with_nulls_nans_and_empty_columns_across_blocks():
+    rng = np.random.default_rng(3)
+    values = rng.normal(5, 2, 10_000)
+    values[rng.random(10_000) < 0.05] = np.nan
+    ints = rng.integers(-3, 9, 10_000)
+    blocks = [
+        pa.table({
+            "f": pa.array(part, mask=np.isnan(part) & (i % 2 == 0)),  # missing as null in some blocks, NaN in others
+            "i": pa.array(ints_part),
+            "e": pa.nulls(len(part), pa.float64()),
+        })
+        for i, (part, ints_part) in enumerate(zip(np.array_split(values, 5), np.array_split(ints, 5)))
+    ]
+    stats = merged(Summary(["f", "i", "e"], alias_name="s"), blocks)
+    present = values[~np.isnan(values)]
+    expected = {"count": len(present), "mean": present.mean(), "std": present.std(), "min": present.min(), "max": present.max()}
+    assert stats["f"] == pytest.approx(expected, rel=1e-12)
+    assert stats["i"] == pytest.approx({"count": 10_000, "mean": ints.mean(), "std": ints.std(), "min": -3, "max": 8})
+    assert stats["e"] == {"count": 0, "mean": None, "std": None, "min": None, "max": None}
+
+
+def test_summary_keeps_its_precision_far_from_zero():
+    """Epoch seconds: raw sums of squares would cancel; merged centred moments do not."""
+    values = 1.7e9 + np.random.default_rng(4).normal(0, 3, 9_000)
+    blocks = [pa.table({"t": part}) for part in np.array_split(values, 9)]
+    assert merged(Summary(["t"], alias_name="s"), blocks)["t"]["std"] == pytest.approx(values.std(), rel=1e-9)

@@ -50,3 +50,27 @@ def test_log1p_and_the_other_bucket():
     pipeline = FeaturePipeline(label="y", classes=[0, 1], categorical=[c])
     assert pipeline.output_dim == 3
     np.testing.assert_array_equal(pipeline.transform({"c": ["y", "rare", None]}), [[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+
+
+def test_column_major_output_equals_row_major_and_leaves_the_input_alone():
+    """Encoders write into slices of the output (column-major when batches are written out), and
+    cleaning works on its own copy: a pyarrow column or the caller's array is never modified."""
+    import pyarrow as pa
+
+    pipeline = FeaturePipeline(
+        label="y",
+        classes=[0, 1],
+        numeric=[NumericFeature("a", fill=0.5, lower=-1.0, upper=1.0, indicator=True, center=0.1, scale=2.0)],
+        categorical=[
+            CategoricalFeature("c", categories=["x", "y"], other=True),
+            CategoricalFeature("o", categories=["p", "q"], encoding="ordinal"),
+        ],
+    )
+    a = np.array([3.0, np.nan, -0.5, 0.25])
+    columns = {"a": a, "c": pa.chunked_array([["x", "z"], [None, "y"]]), "o": ["q", None, "p", "r"]}
+    row_major, column_major = pipeline.transform(columns), pipeline.transform(columns, order="F")
+    assert column_major.flags.f_contiguous and row_major.flags.c_contiguous
+    np.testing.assert_array_equal(row_major, column_major)
+    expected = [[0.45, 0, 1, 0, 0, 1], [0.2, 1, 0, 0, 1, -1], [-0.3, 0, 0, 0, 0, 0], [0.075, 0, 0, 1, 0, -1]]
+    np.testing.assert_allclose(row_major, expected, rtol=1e-6)  # "z" is present but unseen: other
+    np.testing.assert_array_equal(a, [3.0, np.nan, -0.5, 0.25])
