@@ -120,7 +120,8 @@ def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_d
     exclude = set(data.dedupe_key) | ({data.time_column} if data.time_column else set())
     roles = resolve_roles(passes.source.checks.schema, data.label, features, exclude - set(features.datetime))
     if data.dedupe != "none":
-        keyed = passes.next(emit_keys=True).dataset().select_columns([KEY, POS])
+        # A shuffle follows: several operators, which keep Ray Data's reservations.
+        keyed = passes.next(emit_keys=True, single_operator=False).dataset().select_columns([KEY, POS])
         duplicates = find_duplicates(keyed, partitions=max(2, int(ray.cluster_resources().get("CPU", 2))))
         passes.validated().duplicates = duplicates.dropped
         passes.source = passes.source.with_(duplicates=ray.put(duplicates))

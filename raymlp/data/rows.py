@@ -74,15 +74,20 @@ class RowSource:
     invalid and repeated rows, so that rows are copied once at most."""
     emit_keys: bool = False
     """Add the dedupe key hash and row position columns (for finding duplicates)."""
+    single_operator: bool = False
+    """Every dataset made from this source fuses into one Ray Data operator (read, check, then a
+    map, an aggregation or a write: a data-stage pass), so per-operator reservations are off."""
 
     def dataset(self) -> ray.data.Dataset:
         """One read task per file: a fused downstream map can never bundle several files into one
         task, as it did when the files were items of a `map_batches` (batch sizes bundle inputs)."""
         ds = ray.data.read_datasource(_Files(self), override_num_blocks=len(self.files))
-        # Each pass fuses into one operator (read, check, then map, aggregate or write), which Ray
-        # 2.60's per-operator reservations leave idle half the time on a small cluster: 8 tasks of
-        # 0.4 s on 2 CPUs took 2.9 s with them and 1.85 s without. Derived datasets inherit this.
-        ds.context.op_resource_reservation_enabled = False
+        if self.single_operator:
+            # Ray 2.60's reservations share a cluster between operators, and with only one they
+            # kept half of a 2-CPU cluster idle: 8 tasks of 0.4 s took 2.9 s with them and 1.85 s
+            # without. A pipeline of several (an actor pool after the read) keeps them for its
+            # backpressure. Derived datasets inherit the setting.
+            ds.context.op_resource_reservation_enabled = False
         return ds
 
     def with_(self, **changes) -> RowSource:
@@ -177,7 +182,7 @@ def verdicts_of(outcomes: dict[str, FileOutcome]) -> Verdicts:
 
 
 def row_source(files: list[SourceFile], checks: RowChecks, cfg: DataConfig) -> RowSource:
-    """The source before any pass: no split, no known duplicates, nothing recorded yet."""
+    """The data stage's source before any pass: no split, no known duplicates, nothing recorded yet."""
     key = None
     if cfg.dedupe == "key":
         missing = sorted(set(cfg.dedupe_key) - set(checks.schema.names))
@@ -187,7 +192,7 @@ def row_source(files: list[SourceFile], checks: RowChecks, cfg: DataConfig) -> R
     elif cfg.dedupe == "exact":
         key = tuple(checks.schema.names)
     label = cfg.label if cfg.task == "classification" else None
-    return RowSource(tuple(files), checks, label, dedupe_key=key)
+    return RowSource(tuple(files), checks, label, dedupe_key=key, single_operator=True)
 
 
 class _Files(Datasource):
