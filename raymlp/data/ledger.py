@@ -45,8 +45,17 @@ class Ledger:
         return self.runs.pop(run, {})
 
 
+_LEDGERS: dict[tuple[str, str], ray.actor.ActorHandle] = {}
+"""(this process's node, job) -> its ledger. Holding the handle is what keeps the actor alive: Ray
+ends an actor, named or not, when the last handle to it goes."""
+
+
 def job_ledger() -> ray.actor.ActorHandle:
     """This Ray job's ledger: started by its first pass over data and shared by the runs after it,
-    which keep their entries apart by run id, so that only the first pays for the actor's start-up."""
-    name = f"raymlp-ledger-{ray.get_runtime_context().get_job_id()}"
-    return Ledger.options(name=name, get_if_exists=True).remote()
+    which keep their entries apart by run id, so that only the first pays for the actor's start-up.
+    Keyed by node too, since a cluster started again in the same process reuses job ids."""
+    context = ray.get_runtime_context()
+    key = (context.get_node_id(), context.get_job_id())
+    if key not in _LEDGERS:
+        _LEDGERS[key] = Ledger.remote()
+    return _LEDGERS[key]
