@@ -39,32 +39,24 @@ class MetricSpec:
             return F.cross_entropy(outputs.float(), targets, reduction=reduction)
         return F.mse_loss(outputs.float().squeeze(1), targets, reduction=reduction)
 
-    def size(self, detailed: bool) -> int:
-        if self.task == "regression":
-            return 6 if detailed else 2
+    def size(self) -> int:
+        """Length of `sums`."""
         c = self.num_outputs
-        return 2 + c * c + 2 * c * AUC_BINS if detailed else 3
+        return 6 if self.task == "regression" else 2 + c * c + 2 * c * AUC_BINS
 
     @torch.no_grad()
-    def sums(
-        self, outputs: torch.Tensor, targets: torch.Tensor, detailed: bool, mean_loss: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """This batch's statistics: loss and rows, plus correct predictions (classification); or,
-        `detailed`, everything AUC, F1 and R² need (validation). Pass the batch's `mean_loss` when
-        it is already computed (training) to save computing it again."""
+    def sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """This batch's statistics for everything validation reports: loss and rows, then the
+        confusion matrix and AUC score histograms, or the error and target sums R² needs. (A
+        training epoch keeps fewer, in a `TrainTally`.)"""
         outputs = outputs.float()
-        loss_sum = mean_loss * len(targets) if mean_loss is not None else self.loss(outputs, targets, "sum")
-        head = torch.stack([loss_sum.double(), outputs.new_tensor(len(targets)).double()])
+        head = torch.stack([self.loss(outputs, targets, "sum").double(), outputs.new_tensor(len(targets)).double()])
         if self.task == "regression":
-            if not detailed:
-                return head
             err = outputs.squeeze(1).double() - targets.double()
             y = targets.double()
             return torch.cat([head, torch.stack([(err * err).sum(), err.abs().sum(), y.sum(), (y * y).sum()])])
-        predicted = outputs.argmax(dim=1)
-        if not detailed:
-            return torch.cat([head, (predicted == targets).sum().double().reshape(1)])
         c = self.num_outputs
+        predicted = outputs.argmax(dim=1)
         confusion = torch.bincount(targets * c + predicted, minlength=c * c).double()
         probs = torch.softmax(outputs, dim=1)
         bins = (probs * AUC_BINS).long().clamp_(max=AUC_BINS - 1) + torch.arange(c, device=probs.device) * AUC_BINS
@@ -72,8 +64,12 @@ class MetricSpec:
         positive = torch.bincount(bins.gather(1, targets[:, None]).flatten(), minlength=c * AUC_BINS)
         return torch.cat([head, confusion, positive.double(), (every - positive).double()])
 
+    def tally(self, device: torch.device) -> TrainTally:
+        return TrainTally(self.task == "classification", device)
+
     def summarize(self, sums: torch.Tensor, prefix: str, detailed: bool) -> dict[str, float]:
-        """Metrics named `<prefix>_<name>` from summed statistics (see `sums`)."""
+        """Metrics named `<prefix>_<name>` from summed statistics: `sums`' when `detailed`, else a
+        `TrainTally`'s (loss, and accuracy for classification)."""
         s = sums.double().cpu()
         rows = max(s[1].item(), 1.0)
         out = {"loss": s[0].item() / rows}
@@ -94,6 +90,28 @@ class MetricSpec:
         histograms = s[2 + c * c :].reshape(2, c, AUC_BINS)
         out |= {"accuracy": confusion.trace().item() / rows, "auc": _auc(histograms[0], histograms[1]), "f1": _f1(confusion)}
         return {f"{prefix}_{k}": v for k, v in out.items()}
+
+
+class TrainTally:
+    """A training epoch's statistics (loss and rows, and correct predictions for classification),
+    accumulated in place step by step: a fresh statistics tensor per batch cost ~200 us a step on a 2-core CPU,
+    as much as the forward pass of a small MLP on 256 rows; this costs a fifth of it."""
+
+    def __init__(self, count_correct: bool, device: torch.device):
+        self.count_correct, self.rows = count_correct, 0
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor, mean_loss: torch.Tensor) -> None:
+        self.loss.add_(mean_loss, alpha=len(targets))
+        self.rows += len(targets)
+        if self.count_correct:
+            self.correct.add_((outputs.argmax(dim=1) == targets).sum())
+
+    def sums(self) -> torch.Tensor:
+        rows = torch.tensor(float(self.rows), dtype=torch.float64, device=self.loss.device)
+        return torch.stack([self.loss, rows, *([self.correct.double()] if self.count_correct else [])])
 
 
 def _auc(positive: torch.Tensor, negative: torch.Tensor) -> float:

@@ -20,7 +20,7 @@ def test_classification_metrics_summed_over_shards_match_sklearn(classes):
     logits[torch.arange(4000), labels] += 1.0
     spec = MetricSpec("classification", classes)
     # Two "workers" each sum their shard; the all-reduce is a plain sum.
-    sums = spec.sums(logits[:1500], labels[:1500], detailed=True) + spec.sums(logits[1500:], labels[1500:], detailed=True)
+    sums = spec.sums(logits[:1500], labels[:1500]) + spec.sums(logits[1500:], labels[1500:])
     metrics = spec.summarize(sums, "valid", detailed=True)
 
     probs = torch.softmax(logits, 1).numpy()
@@ -37,11 +37,29 @@ def test_regression_metrics_are_in_label_units():
     outputs = torch.randn(1000, 1, generator=generator)
     targets = outputs[:, 0] + 0.3 * torch.randn(1000, generator=generator)
     spec = MetricSpec("regression", 1, label_scale=10.0)
-    metrics = spec.summarize(spec.sums(outputs, targets, detailed=True), "valid", detailed=True)
+    metrics = spec.summarize(spec.sums(outputs, targets), "valid", detailed=True)
 
     assert metrics["valid_r2"] == pytest.approx(r2_score(targets, outputs[:, 0]), abs=1e-6)
     assert metrics["valid_mae"] == pytest.approx(10 * mean_absolute_error(targets, outputs[:, 0]), rel=1e-6)
     assert metrics["valid_rmse"] == pytest.approx(10 * ((outputs[:, 0] - targets) ** 2).mean().sqrt().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_a_training_tally_over_batches_gives_the_epoch_loss_and_accuracy(task):
+    generator = torch.Generator().manual_seed(1)
+    classes = 3 if task == "classification" else 1
+    outputs = torch.randn(1000, classes, generator=generator)
+    targets = torch.randint(0, 3, (1000,), generator=generator) if classes > 1 else torch.randn(1000, generator=generator)
+    spec = MetricSpec(task, classes)
+    tally = spec.tally(torch.device("cpu"))
+    for out, y in zip(outputs.split(96), targets.split(96)):  # the last batch is short
+        tally.add(out, y, spec.loss(out, y))
+    metrics = spec.summarize(tally.sums(), "train", detailed=False)
+    assert metrics["train_loss"] == pytest.approx(spec.loss(outputs, targets).item(), rel=1e-6)
+    if task == "classification":
+        assert metrics["train_accuracy"] == pytest.approx((outputs.argmax(1) == targets).double().mean().item())
+    else:
+        assert set(metrics) == {"train_loss"}
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "linear", "onecycle"])
