@@ -50,7 +50,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import socket
 import statistics
 import tempfile
@@ -64,6 +63,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from machine import describe
 from raymlp.config import PipelineConfig, load_config, with_values
 from raymlp.data import prepare_data
 from raymlp.lifecycle.tracking import configure_tracking, pipeline_run
@@ -286,24 +286,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def machine() -> dict[str, Any]:
-    import optuna
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
-    return {
-        "platform": platform.platform(),
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "optuna": optuna.__version__,
-        "torch": torch.__version__,
-    }
-
-
 def start_ray(num_cpus: int) -> None:
     """One embedded Ray for everything, in its own temp dir. A trial that Tune stops (ASHA, and
     every trial at max_t) kills its TrainController before that removes its worker group's placement
@@ -341,7 +323,7 @@ def overhead_only(args: argparse.Namespace) -> None:
     report |= {
         "command": f"python benchmarks/hpo_efficiency.py --overhead-only --overhead-trials {args.overhead_trials} "
         f"--overhead-repeats {args.overhead_repeats} --concurrency {args.concurrency}",
-        "machine": machine(),
+        "machine": describe("ray", "optuna", "torch"),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"benchmark": "hpo_efficiency"}
@@ -417,7 +399,7 @@ def main() -> None:
         "command": "python benchmarks/hpo_efficiency.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "pilot", "target")
         ),
-        "machine": machine(),
+        "machine": describe("ray", "optuna", "torch"),
         "load_average_1_5_15": {
             "before": [round(x, 2) for x in load_before],
             "after_searches": [round(x, 2) for x in load_after_searches],

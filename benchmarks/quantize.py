@@ -22,8 +22,6 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +32,7 @@ from typing import Any
 import ray
 import torch
 
+from machine import describe
 from raymlp.artifacts import load_bundle
 from raymlp.config import load_config, with_values
 from raymlp.data import prepare_data
@@ -71,22 +70,6 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             "metric_drop": report["metric_drop"] <= TARGETS["metric_drop"],
             "size_ratio": size_ratio <= TARGETS["size_ratio"],
         },
-    }
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    return {
-        "platform": platform.platform(),
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "int8_isa": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchao": importlib.metadata.version("torchao"),
-        "ray": ray.__version__,
     }
 
 
@@ -151,7 +134,7 @@ def main() -> None:
         "benchmark": "quantize",
         "command": f"python benchmarks/quantize.py --rows {args.rows} --widths {args.widths} --epochs {args.epochs} "
         f"--threads {args.threads}",
-        "machine": machine(),
+        "machine": describe("ray", "torch", "torchao") | {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "task": {"data": "quickstart churn", "rows": data.num_rows, "metric": metric, "inputs": data.features.output_dim},
         "threads": args.threads,
         "targets": TARGETS,

@@ -36,11 +36,9 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -54,6 +52,7 @@ import requests
 import torch
 from ray import serve
 
+from machine import describe
 from raymlp.artifacts import load_bundle
 from raymlp.config import load_config
 from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG, download_bundle, resolve_version
@@ -558,30 +557,6 @@ def autoscaling(bench: Bench, base: list[str], keys: list[str], name: str, port:
 # ------------------------------------------------------------------------------------ main
 
 
-def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    versions = {}
-    for module in ("ray", "torch", "torchao", "fastapi", "uvicorn", "pydantic", "mlflow"):
-        try:
-            versions[module] = __import__(module).__version__
-        except (ImportError, AttributeError):
-            versions[module] = None
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 has no fast int8 path
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        **versions,
-        "git_commit": commit,
-        "git_dirty_files": [line[3:] for line in dirty.splitlines()],
-    }
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -620,7 +595,9 @@ def main() -> None:
     meter = CpuMeter()
     load = LoadGenerator()
     meter.named[load.process.pid] = "load client"
-    report: dict[str, Any] = {"benchmark": "serve_load", "machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    machine = describe("ray", "torch", "torchao", "fastapi", "uvicorn", "pydantic", "mlflow")
+    machine["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # AVX2 has no fast int8 path
+    report: dict[str, Any] = {"benchmark": "serve_load", "machine": machine, "args": {k: str(v) for k, v in vars(args).items()}}
     plain = None
     try:
         report["setup_machine"] = wait_for_quiet(meter, args.quiet_load, args.max_wait_s)
@@ -659,7 +636,7 @@ def main() -> None:
         plain = None
 
         print("raymlp, default serve settings", flush=True)
-        url = start_raymlp(base, [], keys)
+        start_raymlp(base, [], keys)
         report["raymlp_default"] = {"overrides": [], "precision": served, **bench.sweep(port, keys[0])}
 
         print("where time goes", flush=True)

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import ray
 import torch
 
+from machine import describe
 from raymlp.config import load_config
 from raymlp.data import prepare_data
 from raymlp.data.prepare import PreparedData
@@ -142,15 +142,7 @@ def main() -> None:
     top = results["ceiling"]["steady_samples_per_s"]
     report = {
         "benchmark": "train_throughput",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-        },
+        "machine": describe("ray", "torch") | {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "rows": args.rows,
         "train_rows": data.num_rows["train"],
         "features": data.features.output_dim,
