@@ -9,7 +9,8 @@ workers of 1 CPU each, with the shard cached in the worker (`train.cache_data`) 
 Ray Data every epoch; and Horovod instead of DDP when it is installed. Steady-state samples/s is
 the median over epochs 2..E of the training phase (what the loop reports as
 `train_samples_per_s`); everything else in the wall time (start-up, caching the shard,
-validation, checkpoints, teardown) is reported as `other_s`. Prints and saves JSON.
+validation, checkpoints, teardown) is reported as `other_s`. The ceiling runs before and after the
+others, and ratios are to the faster of the two. Prints and saves JSON.
 """
 
 from __future__ import annotations
@@ -138,8 +139,12 @@ def main() -> None:
     for name, train in runs.items():
         results[name] = raymlp_run(cfg, data, storage, name, **train)
         print(name, results[name]["steady_samples_per_s"], f"other {results[name]['other_s']:.1f}s")
+    # Measured again after the runs, which take minutes: a shared machine's speed drifts (a run
+    # here beat a ceiling measured only before it by 13%). Ratios are to the faster of the two.
+    results["ceiling_after"] = ceiling(cfg, data, args.epochs)
+    print("ceiling after", results["ceiling_after"]["steady_samples_per_s"])
 
-    top = results["ceiling"]["steady_samples_per_s"]
+    top = max(results[c]["steady_samples_per_s"] for c in ("ceiling", "ceiling_after"))
     report = {
         "benchmark": "train_throughput",
         "machine": describe("ray", "torch") | {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -151,7 +156,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "results": results,
         "ratio_to_ceiling": {
-            name: round(r["steady_samples_per_s"] / top, 3) for name, r in results.items() if name != "ceiling"
+            name: round(r["steady_samples_per_s"] / top, 3) for name, r in results.items() if not name.startswith("ceiling")
         },
         "target": "raymlp_1_worker >= 0.8 x ceiling",
     }
