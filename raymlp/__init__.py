@@ -4,8 +4,7 @@
     result = run_pipeline(load_config("examples/quickstart/pipeline.yaml"))
 """
 
-from importlib import import_module
-from typing import Any
+from raymlp.lazy import lazy_exports
 
 # Resolved on first use, so `raymlp validate` does not pay for importing Ray, torch and MLflow.
 _EXPORTS = {
@@ -15,9 +14,4 @@ _EXPORTS = {
     "run_pipeline": "raymlp.pipeline",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'raymlp' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

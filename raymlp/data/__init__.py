@@ -1,7 +1,6 @@
 """Data stage: sources, the fitted feature transform, splits."""
 
-from importlib import import_module
-from typing import Any
+from raymlp.lazy import lazy_exports
 
 # Resolved on first use: the ledger actor imports raymlp.data.ledger alone, without the data stack.
 _EXPORTS = {
@@ -10,9 +9,4 @@ _EXPORTS = {
     "prepare_data": "raymlp.data.prepare",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'raymlp.data' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

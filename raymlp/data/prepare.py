@@ -26,11 +26,11 @@ from raymlp.config.schema import DataConfig, FeaturesConfig
 from raymlp.data.clean import KEY, POS, find_duplicates
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.fit import Fitted, Roles, fit_feature_pipeline, raw_statistics, resolve_roles
+from raymlp.data.ledger import job_ledger
 from raymlp.data.profile import build_profile, profile_summary
 from raymlp.data.rows import Record, RowSource, row_source, verdicts_of
 from raymlp.data.sources import list_files
 from raymlp.data.split import NAMES, SPLIT, TRAIN, VALID, SplitRule, fit_time_split, random_split
-from raymlp.data.ledger import job_ledger
 from raymlp.data.validate import ValidationReport, build_report, checks_for, target_schema
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
             f"data: the split left {num_rows} rows; add data or change data.valid_fraction / data.test_fraction"
         )
     log.info("data: %s rows, %d features", num_rows, pipeline.output_dim)
-    valid_rows = fit.source.with_(keep_split=VALID)
-    sample = valid_rows.with_(columns=tuple(pipeline.input_columns)).dataset().drop_columns([SPLIT]).take(3)
+    valid_source = fit.source.with_(keep_split=VALID)
+    sample = valid_source.with_(columns=tuple(pipeline.input_columns)).dataset().drop_columns([SPLIT]).take(3)
     return PreparedData(
         train=splits["train"],
         valid=splits["valid"],
@@ -177,7 +177,7 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
         profile=profile,
         num_rows=num_rows,
         sample_rows=[{k: _jsonable(v) for k, v in row.items()} for row in sample],
-        valid_rows=valid_rows.dataset().drop_columns([SPLIT]),
+        valid_rows=valid_source.dataset().drop_columns([SPLIT]),
         dropped_features=fit.fitted.dropped,
     )
 

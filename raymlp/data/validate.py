@@ -3,12 +3,14 @@
 Nothing is lost uncounted. One Ray Data task reads one file whole, casts it to the target schema and
 tags each row with the first rule it breaks; valid rows flow on, invalid ones go to the run's
 quarantine folder with their reason, and a file that cannot be read is named and quarantined whole.
-Each task records its file's outcome (rows read, valid, invalid by reason, content digest) in a
-ledger actor, keyed by file so that a retried task cannot count twice; the report is built from it
-and `valid + invalid == read` is checked per file and in total.
+Each task records its file's outcome (rows read, valid, invalid by reason, content digest, which
+rows were invalid) in the ledger (ledger.py), keyed by run and file so that a retried task cannot
+count twice; the report is built from it and `valid + invalid == read` is checked per file and in
+total.
 
-The valid rows are a lazy, streaming dataset: every pass over it re-reads and re-checks the files
-instead of holding the data in memory, so memory stays bounded by a few files whatever the size.
+The valid rows are a lazy, streaming dataset (rows.py): every pass over it re-reads the files
+instead of holding the data in memory, so memory stays bounded by a few files whatever the size;
+the passes after the first drop the rows it recorded as invalid rather than checking them again.
 """
 
 from __future__ import annotations
