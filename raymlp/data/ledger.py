@@ -30,7 +30,9 @@ class FileOutcome:
     """Positions of the invalid rows, so later passes drop them without checking again."""
 
 
-@ray.remote(num_cpus=0)
+# Restarted if its process dies, calls retried meanwhile: the job's later runs go on, and a run
+# in flight at the time fails naming the files whose outcomes went with it (see validate.build_report).
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class Ledger:
     """(run, file) -> outcome. Set, not added: a retried read task overwrites its own entry."""
 

@@ -148,3 +148,6 @@ def test_one_ledger_per_job_keeps_runs_apart_and_hands_each_over_once(ray_sessio
     assert ray.get(second.take.remote("r1"))["f"].rows == 1  # the same actor
     assert ray.get(first.take.remote("r2"))["f"].rows == 2
     assert ray.get(first.take.remote("r1")) == {}
+    ray.kill(first, no_restart=False)  # its process dies: the job's later runs still have a ledger
+    ray.get(first.record.remote("r3", "f", FileOutcome(rows=3)))
+    assert ray.get(job_ledger().take.remote("r3"))["f"].rows == 3
