@@ -58,6 +58,10 @@ class Roles:
         raw += [d.name for d in self.datetime] + self.categorical + self.ordinal + list(self.hashed)
         return list(dict.fromkeys(raw))
 
+    def columns(self, label: str) -> tuple[str, ...]:
+        """The raw columns fitting reads: the sources and the label."""
+        return tuple(dict.fromkeys([*self.sources, label]))
+
     @property
     def categories(self) -> list[str]:
         return self.categorical + self.ordinal
@@ -228,7 +232,7 @@ def fit_feature_pipeline(
 def _expanded(train: ray.data.Dataset, roles: Roles, label: str) -> ray.data.Dataset:
     """The inputs the transform reads, plus the derived and datetime columns computed from them."""
     skeleton = FeaturePipeline(label=label, classes=[], derived=roles.derived, datetime=roles.datetime)
-    columns = list(dict.fromkeys(roles.sources + [label]))
+    columns = list(roles.columns(label))
     if not roles.derived and not roles.datetime:
         return train.select_columns(columns)
 

@@ -11,7 +11,6 @@ drop the rows it found invalid (see rows.py).
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,6 @@ from raymlp.config.schema import DataConfig, FeaturesConfig
 from raymlp.data.clean import KEY, POS, find_duplicates
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.fit import Fitted, Roles, fit_feature_pipeline, raw_statistics, resolve_roles
-from raymlp.data.ledger import job_ledger
 from raymlp.data.profile import build_profile, profile_summary
 from raymlp.data.rows import Record, RowSource, row_source, verdicts_of
 from raymlp.data.sources import list_files
@@ -64,7 +62,8 @@ class Passes:
 
     def __init__(self, source: RowSource, data: DataConfig, quarantine_dir: Path):
         self.source, self.data, self.quarantine_dir = source, data, str(quarantine_dir)
-        self.ledger, self.run = job_ledger(), uuid.uuid4().hex  # now: a new ledger starts while the driver plans
+        # Now: a new ledger starts while the driver plans.
+        self.record = Record.start(self.quarantine_dir if data.invalid_rows == "quarantine" else None)
         self.report: ValidationReport | None = None
         self.recording = False
 
@@ -74,13 +73,12 @@ class Passes:
         if self.report is not None:
             return self.source.with_(**changes)
         self.recording = True
-        quarantine = self.quarantine_dir if self.data.invalid_rows == "quarantine" else None
-        return self.source.with_(record=Record(self.ledger, self.run, quarantine), **changes)
+        return self.source.with_(record=self.record, **changes)
 
     def validated(self) -> ValidationReport:
         """The report, once the first pass has run (it raises on `fail`, `max_bad_fraction`, no rows)."""
         if self.report is None:
-            outcomes = ray.get(self.ledger.take.remote(self.run))
+            outcomes = self.record.outcomes()
             self.report = build_report(
                 list(self.source.files), outcomes, self.source.checks.schema, self.data, self.quarantine_dir
             )
@@ -97,6 +95,10 @@ class Fit:
     passes: Passes
     fitted: Fitted
     roles: Roles
+
+    def inputs(self) -> ray.data.Dataset:
+        """The rows with just the columns the fitted transform reads, and the label."""
+        return self.source.with_(columns=(*self.fitted.pipeline.input_columns, self.passes.data.label)).dataset()
 
 
 def open_source(data: DataConfig, quarantine_dir: Path) -> Passes:
@@ -129,10 +131,8 @@ def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_d
     if hold_out:
         split = fit_time_split(passes.next().dataset(), data) if data.split == "time" else random_split(data, seed)
 
-    inputs = tuple(dict.fromkeys([*roles.sources, data.label]))
-
     def train_rows() -> ray.data.Dataset:
-        return passes.next(split=split, columns=inputs, keep_split=TRAIN).dataset()
+        return passes.next(split=split, columns=roles.columns(data.label), keep_split=TRAIN).dataset()
 
     raw = raw_statistics(train_rows(), roles, features, data.label, data.task)
     classes = sorted(passes.validated().labels, key=_sort_key)
@@ -154,8 +154,7 @@ def prepare_data(data: DataConfig, features: FeaturesConfig, seed: int, quaranti
 
     # Materialize: the splits are re-read every epoch and by every trial, and a streaming read
     # competing with training workers for the same CPUs can stall them (see RAY_NOTES).
-    inputs = fit.source.with_(columns=(*pipeline.input_columns, data.label)).dataset()
-    ready = inputs.map_batches(transform, batch_format="pyarrow", batch_size=None).materialize()
+    ready = fit.inputs().map_batches(transform, batch_format="pyarrow", batch_size=None).materialize()
     splits = {
         name: ready.filter(expr=f"{SPLIT} == {code}").drop_columns([SPLIT]).materialize()
         for code, name in NAMES.items()
@@ -190,7 +189,7 @@ def preprocess_to_parquet(
     `benchmarks/data_preprocess.py` measures."""
     fit = fit_data(data, features, seed, quarantine_dir, hold_out=False)
     pipeline = fit.fitted.pipeline
-    rows = fit.source.with_(columns=(*pipeline.input_columns, data.label)).dataset()
+    rows = fit.inputs()
     # Dictionary encoding suits repeated values, not scaled floats: without it the write is ~3x
     # faster and the files smaller (one-hot columns still compress well).
     transformed = rows.map_batches(pipeline.transform_columns, batch_format="pyarrow", batch_size=None)

@@ -10,6 +10,7 @@ the first pass found invalid, with no rule checked twice.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -23,7 +24,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from raymlp.config.schema import DataConfig
 from raymlp.data.clean import KEY, POS, Duplicates, positions, row_keys
-from raymlp.data.ledger import FileOutcome
+from raymlp.data.ledger import FileOutcome, job_ledger
 from raymlp.data.sources import SourceFile, parse_file, read_bytes, read_columns
 from raymlp.data.split import SPLIT, TRAIN, SplitRule, TimeSplit
 from raymlp.data.validate import (
@@ -48,6 +49,15 @@ class Record:
     ledger: ray.actor.ActorHandle
     run: str
     quarantine_dir: str | None
+
+    @classmethod
+    def start(cls, quarantine_dir: str | None) -> Record:
+        """A new run in this job's ledger."""
+        return cls(job_ledger(), uuid.uuid4().hex, quarantine_dir)
+
+    def outcomes(self) -> dict[str, FileOutcome]:
+        """What every read task of the run recorded, once its pass has run."""
+        return ray.get(self.ledger.take.remote(self.run))
 
 
 @dataclass(frozen=True)

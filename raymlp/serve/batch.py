@@ -18,7 +18,6 @@ import logging
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,6 @@ import torch
 from raymlp.artifacts import read_features
 from raymlp.config.schema import ColumnSpec, DataConfig
 from raymlp.data.features import FeaturePipeline
-from raymlp.data.ledger import job_ledger
 from raymlp.data.rows import Record, RowSource
 from raymlp.data.sources import SourceFile, list_files, read_schema
 from raymlp.data.validate import RowChecks, target_schema
@@ -163,8 +161,8 @@ def predict_batch(
     device = "cuda" if gpus else "cpu"
     planned = planned_precision(precision, int8_accepted(pinned), device)
     low, high = actors or (1, gpus or max(1, int((cluster_cpus() - 1) // cpus_per_actor)))
-    ledger, run = job_ledger(), uuid.uuid4().hex
-    rows = RowSource(tuple(files), checks, label=None, record=Record(ledger, run, str(quarantine_dir))).dataset()
+    record = Record.start(str(quarantine_dir))
+    rows = RowSource(tuple(files), checks, label=None, record=record).dataset()
     source = ModelSource(target.tracking_uri, target.model_name, str(pinned.version), precision)
     predicted = rows.map_batches(
         _Predictor,
@@ -178,7 +176,7 @@ def predict_batch(
     )
     predicted.write_parquet(dest, mode=ray.data.SaveMode.OVERWRITE if overwrite else ray.data.SaveMode.ERROR)
 
-    outcomes = ray.get(ledger.take.remote(run))
+    outcomes = record.outcomes()
     missing = [f.uri for f in files if f.uri not in outcomes]
     if missing:
         raise RuntimeError(f"batch inference has no read outcome for {len(missing)} files (first: {missing[0]})")

@@ -94,8 +94,8 @@ class MetricSpec:
 
 class TrainTally:
     """A training epoch's statistics (loss and rows, and correct predictions for classification),
-    accumulated in place step by step: a fresh statistics tensor per batch cost ~200 us a step on a 2-core CPU,
-    as much as the forward pass of a small MLP on 256 rows; this costs a fifth of it."""
+    accumulated in place step by step: a fresh statistics tensor per batch cost ~200 us a step on a
+    2-core CPU, as much as the forward pass of a small MLP on 256 rows; this costs a fifth of it."""
 
     def __init__(self, count_correct: bool, device: torch.device):
         self.count_correct, self.rows = count_correct, 0
