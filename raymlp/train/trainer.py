@@ -9,6 +9,7 @@ run whose name already exists in `storage_path` resumes it (Ray Train V2 restore
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -24,6 +25,13 @@ from raymlp.data.features import FeaturePipeline
 from raymlp.train.loop import RunSettings, train_loop_per_worker
 
 log = logging.getLogger(__name__)
+
+POLL_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+"""How often Ray Train's controller polls its workers, in seconds, unless the variable is
+set. A worker's report waits until the controller has taken the one before it, so Ray's default
+of 2 s held every epoch shorter than that for up to 2 s, and each run's end for 4 s (a 3-report run
+went from 21-25 s to 15-18 s on a 2-core machine). Ray passes the variable on to the controller and
+workers, and Tune to its trials."""
 
 
 @dataclass
@@ -50,6 +58,7 @@ def fit(
     callbacks: Sequence[ray.train.UserCallback] = (),
     measure_latency: bool = False,
 ) -> TrainOutcome:
+    os.environ.setdefault(*POLL_INTERVAL)
     use_gpu = resolve_use_gpu(train.use_gpu)
     train_rows = datasets["train"].count()
     run = RunSettings(
