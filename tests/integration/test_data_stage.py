@@ -206,7 +206,7 @@ def kinds(ray_session, tmp_path_factory):
         "impute": "mode",
         "impute_categorical": "mode",
     }}).features  # fmt: skip
-    fitted = fit_dataset(ray.data.read_parquet(str(path)), "y", features)
+    fitted = fit_dataset(ray.data.read_parquet(str(path)).materialize(), "y", features)  # read once, not per pass
     return frame, fitted.pipeline
 
 
@@ -366,7 +366,7 @@ def parity(ray_session, tmp_path_factory):
         "max_categories": 3,
         "other_bucket": True,
     }}).features  # fmt: skip
-    ds = ray.data.read_parquet(str(path))
+    ds = ray.data.read_parquet(str(path)).materialize()
     pipeline = fit_dataset(ds, "y", features).pipeline
     batched = {}
     for fmt in ("numpy", "pyarrow"):  # training maps numpy batches, the data stage Arrow tables

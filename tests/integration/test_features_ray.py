@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_fit_matches_numpy_and_batch_equals_per_request_transform(ray_session, quickstart_data):
-    ds = ray.data.read_parquet(str(quickstart_data))
+    ds = ray.data.read_parquet(str(quickstart_data)).materialize()  # each re-read lists the files again: ~5 s
     roles = resolve_roles(ds.schema().base_schema, "churned", FeaturesConfig())
     assert roles.numeric == ["tenure_months", "monthly_charges", "support_calls", "age"]
     assert roles.categorical == ["plan", "region"]
@@ -48,7 +48,7 @@ def test_impute_cap_scale_match_a_numpy_reference(ray_session, cfg):
     values = rng.normal(50, 10, 2000)
     values[rng.choice(2000, 20, replace=False)] = 1000.0  # outliers
     values[rng.choice(2000, 100, replace=False)] = np.nan  # missing
-    ds = ray.data.from_items([{"v": None if np.isnan(v) else float(v), "y": i % 2} for i, v in enumerate(values)])
+    ds = ray.data.from_items([{"v": None if np.isnan(v) else float(v), "y": i % 2} for i, v in enumerate(values)], override_num_blocks=4)
     [feature] = fit_dataset(ds, "y", cfg).pipeline.numeric
 
     present = values[~np.isnan(values)]
@@ -81,7 +81,7 @@ def test_impute_cap_scale_match_a_numpy_reference(ray_session, cfg):
 @pytest.mark.parametrize("scaler", ["standard", "minmax", "robust"])
 def test_scalers_and_log1p_match_a_numpy_reference(ray_session, scaler):
     values = np.random.default_rng(1).lognormal(3.0, 1.0, 1000)
-    ds = ray.data.from_items([{"v": float(v), "y": i % 2} for i, v in enumerate(values)])
+    ds = ray.data.from_items([{"v": float(v), "y": i % 2} for i, v in enumerate(values)], override_num_blocks=4)
     cfg = FeaturesConfig(scaler=scaler, log1p=["v"])
     [feature] = fit_dataset(ds, "y", cfg).pipeline.numeric
     logged = np.log1p(values)
