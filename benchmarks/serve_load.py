@@ -13,18 +13,18 @@ requests. Side by side:
   plain    one uvicorn process: FastAPI, the same request model (`make_request_model`), bundle and
            `predict_rows`, one torch thread, `async def` (a sub-millisecond model gains nothing
            from a thread-pool hop), no auth: what a user would write instead;
-  raymlp   `build_model_app` + `deploy`, auth on (the key is sent), default serve settings; then a
-           few tuned settings probed, and the best swept in full, labeled tuned.
-Where time goes: CPU per request by process (proxy, gateway, model replica, client, Ray itself),
-the model deployment called through a DeploymentHandle from this process (no proxy, no gateway),
-the proxy + gateway alone (GET /healthz), and metrics export off. int8 against fp32 through raymlp
-(`serve.precision` int8 and fp32, 1,024-row requests; the default, auto, serves whichever runs
-faster on this CPU). Autoscaling: [1, 3] replicas with 1 s / 5 s delays under a load step, and
-back after it. Last, as a proposal and not raymlp's current behaviour, the default app again on a
-Ray started with RAY_SERVE_ENABLE_HA_PROXY=1: Serve's direct ingress, where HAProxy (the binary
-Ray ships) takes the port and forwards to the gateway replicas' own HTTP servers, so Serve's Python
-proxy leaves the path. (RAY_SERVE_THROUGHPUT_OPTIMIZED=1 turns direct ingress on too, but without
-HAProxy the port stays with the Python proxy, so requests to it still took that path.)
+  raymlp   `build_model_app` + `deploy` on a Ray started as raymlp starts an embedded one
+           (`runtime.serve_ingress: haproxy`: HAProxy forwards to the gateway replicas' own HTTP
+           servers), auth on (the key is sent), default serve settings (`serve.topology: split`:
+           gateway -> model deployment through a handle); then a few settings probed
+           (`serve.topology: fused` among them: the model inside the gateway replica), and the
+           best swept in full, labeled tuned.
+Where time goes: CPU per request by process (HAProxy shows as `other`; replicas, client, Ray
+itself), GET /healthz alone, the model deployment called through a DeploymentHandle from this
+process, and metrics export off. int8 against fp32 through raymlp (`serve.precision` int8 and fp32, 1,024-row
+requests; the default, auto, serves whichever runs faster on this CPU). Autoscaling: [1, 3]
+replicas with 1 s / 5 s delays under a load step, and back after it. Last, the default app on a
+Ray started with `runtime.serve_ingress: proxy`: Serve's Python proxy on the port.
 
 Before each phase it waits (up to --max-wait-s) until the 1-minute load average is below
 --quiet-load, or, since this benchmark's own last phase keeps that average up for a minute, until
@@ -61,6 +61,7 @@ from raymlp.config import load_config
 from raymlp.lifecycle.registry import INT8_ACCEPTED_TAG, download_bundle, resolve_version
 from raymlp.lifecycle.tracking import configure_tracking
 from raymlp.pipeline import run_pipeline
+from raymlp.runtime import serve_ingress_env
 from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.model import load_served_model, predict_rows
 from raymlp.serve.schemas import PredictResponse, make_request_model
@@ -440,7 +441,8 @@ def running_replicas(name: str) -> dict[str, int]:
 async def handle_drive(app_name: str, rows: list[dict[str, Any]], concurrency: int, duration_s: float,
                        warmup_s: float) -> dict[str, Any]:  # fmt: skip
     """The model deployment called through a DeploymentHandle from this process: no HTTP proxy, no
-    gateway, no request validation; what is left is Serve's routing and the replica."""
+    gateway, no request validation; what is left is Serve's routing and the replica. Needs an
+    app of the split topology: a fused one has no model deployment."""
     handle = serve.get_deployment_handle("model", app_name=app_name)
     begin = time.perf_counter()
     start, end = begin + warmup_s, begin + warmup_s + duration_s
@@ -566,7 +568,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray(temp_dir: Path, num_cpus: int) -> None:
+def start_ray(temp_dir: Path, num_cpus: int, ingress: str) -> None:
+    """A local Ray whose Serve ingress is set as `init_ray` sets an embedded one's."""
+    os.environ.update(serve_ingress_env(ingress))
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=512 * 1024**2, _temp_dir=str(temp_dir),
              include_dashboard=True)  # fmt: skip
 
@@ -586,7 +590,7 @@ def main() -> None:
     parser.add_argument("--autoscale-timeout", type=float, default=90.0, help="longest load step, seconds")
     parser.add_argument("--quiet-load", type=float, default=0.7)
     parser.add_argument("--max-wait-s", type=float, default=600.0, help="longest wait for a quiet machine per phase")
-    parser.add_argument("--skip-proposal", action="store_true", help="skip the RAY_SERVE_ENABLE_HA_PROXY run")
+    parser.add_argument("--skip-proxy", action="store_true", help="skip the run behind Serve's Python proxy")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load_cpu.json")
     args = parser.parse_args()
     if not {8, 32} <= set(args.levels):
@@ -604,7 +608,7 @@ def main() -> None:
     plain = None
     try:
         report["setup_machine"] = wait_for_quiet(meter, args.quiet_load, args.max_wait_s)
-        start_ray(temp_dir, args.num_cpus)
+        start_ray(temp_dir, args.num_cpus, "haproxy")
         port = free_port()
         cfg, target, base = train_model(work, args.rows, port, args.width)
         client = mlflow.MlflowClient(target.tracking_uri)
@@ -644,18 +648,18 @@ def main() -> None:
 
         print("where time goes", flush=True)
         where: dict[str, Any] = {"machine_before": bench.quiet()}
-        where["proxy_and_gateway_only_GET_healthz_c32"] = bench.level(port, "single_row", 32, None, path="/healthz")
+        where["gateway_only_GET_healthz_c32"] = bench.level(port, "single_row", 32, None, path="/healthz")
         batch_rows = [r.model_dump() for r in make_request_model(load_bundle(bundles[served]).features, BATCH_ROWS)
                       .model_validate({"rows": rows}).rows]  # fmt: skip
-        for label, body_rows, c in (("single_row", batch_rows[:1], 32), (f"rows_{BATCH_ROWS}", batch_rows, 8)):
+        probes = {"single_row": 32, f"rows_{BATCH_ROWS}": 8}
+        for label, body_rows in (("single_row", batch_rows[:1]), (f"rows_{BATCH_ROWS}", batch_rows)):
             a = meter.snapshot()
-            r = asyncio.run(handle_drive(cfg.name, body_rows, c, args.duration, args.warmup))
-            where[f"handle_direct_{label}_c{c}"] = r = {**r, "rows_per_s": round(r["qps"] * len(body_rows)),
-                                                        **meter.between(a, meter.snapshot())}  # fmt: skip
-            print(f"    handle {label} c={c}: {r}", flush=True)
+            r = asyncio.run(handle_drive(cfg.name, body_rows, probes[label], args.duration, args.warmup))
+            where[f"handle_direct_{label}_c{probes[label]}"] = r = {**r, "rows_per_s": round(r["qps"] * len(body_rows)),
+                                                                    **meter.between(a, meter.snapshot())}  # fmt: skip
+            print(f"    handle {label} c={probes[label]}: {r}", flush=True)
         start_raymlp(base, [], keys, monitor_metrics=False)
-        where["metrics_off"] = {w: {"32" if w == "single_row" else "8": bench.level(port, w, 32 if w == "single_row" else 8, keys[0])}
-                                for w in bench.bodies}  # fmt: skip
+        where["metrics_off"] = {w: {str(c): bench.level(port, w, c, keys[0])} for w, c in probes.items()}
         report["where_time_goes"] = where
 
         for precision in ("int8", "fp32"):
@@ -671,8 +675,9 @@ def main() -> None:
             "ongoing128_batch64": ["serve.max_ongoing_requests=128", "serve.batching.max_batch_size=64"],
             "replicas2": ["serve.num_replicas=2"],
             "replicas2_wait0": ["serve.num_replicas=2", "serve.batching.wait_timeout_s=0"],
+            "fused": ["serve.topology=fused"],
+            "fused_replicas2": ["serve.topology=fused", "serve.num_replicas=2"],
         }
-        probes = {"single_row": 32, f"rows_{BATCH_ROWS}": 8}
         d = report["raymlp_default"]
         scores = {"default": {w: d[w][str(c)]["rows_per_s"] for w, c in probes.items()}}
         tuning: dict[str, Any] = {"machine_before": bench.quiet()}
@@ -700,20 +705,15 @@ def main() -> None:
         report["autoscaling"] = autoscaling(bench, base, keys, cfg.name, port, args.autoscale_max)
         print(f"  {({k: v for k, v in report['autoscaling'].items() if k != 'timeline_s_running'})}", flush=True)
 
-        if not args.skip_proposal:
-            print("proposal: the default app on a Ray started with RAY_SERVE_ENABLE_HA_PROXY=1", flush=True)
+        if not args.skip_proxy:
+            print("the default app on a Ray started with runtime.serve_ingress: proxy", flush=True)
             serve.shutdown()
             ray.shutdown()
-            os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read when Serve's modules load in each process
-            start_ray(Path(tempfile.mkdtemp(prefix="rt", dir="/tmp")), args.num_cpus)
-            proposal: dict[str, Any] = {"env": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, "overrides": []}
-            try:
-                start_raymlp(base, [], keys)
-                proposal["machine_before"] = bench.quiet()
-                proposal |= {w: {str(c): bench.level(port, w, c, keys[0]) for c in (1, 8, 32)} for w in bench.bodies}
-            except Exception as e:  # a proposal that fails to deploy is a result too
-                proposal["error"] = f"{type(e).__name__}: {e}"
-            report["proposal_haproxy"] = proposal
+            start_ray(Path(tempfile.mkdtemp(prefix="rt", dir="/tmp")), args.num_cpus, "proxy")
+            start_raymlp(base, [], keys)
+            proxy: dict[str, Any] = {"runtime.serve_ingress": "proxy", "machine_before": bench.quiet()}
+            proxy |= {w: {str(c): bench.level(port, w, c, keys[0]) for c in (1, 8, 32)} for w in bench.bodies}
+            report["python_proxy"] = proxy
     finally:
         if plain is not None:
             plain.terminate()
@@ -762,14 +762,14 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
                                                       / r["ceiling"]["fp32"][f"{BATCH_ROWS}_rows_1_threads"]["rows_per_s"], 3),
             "target": ">= 1.5", "pass": best_int8 >= 1.5 * best_fp32,
         }  # fmt: skip
-    proposal = r.get("proposal_haproxy", {})
-    if "single_row" in proposal:
-        out["proposal_haproxy"] = {
-            "single_row_qps_c32": proposal["single_row"]["32"]["qps"],
-            "vs_plain": round(proposal["single_row"]["32"]["qps"] / plain_qps, 3),
-            "vs_raymlp_default": round(proposal["single_row"]["32"]["qps"] / r["raymlp_default"]["single_row"]["32"]["qps"], 3),
-            "single_row_p99_ms_c8": proposal["single_row"]["8"]["p99_ms"],
-            "rows_1024_rows_per_s_c8_vs_ceiling": round(proposal[batch]["8"]["rows_per_s"] / ceiling_rows, 3),
+    proxy = r.get("python_proxy", {})
+    if "single_row" in proxy:
+        out["python_proxy"] = {
+            "single_row_qps_c32": proxy["single_row"]["32"]["qps"],
+            "vs_plain": round(proxy["single_row"]["32"]["qps"] / plain_qps, 3),
+            "raymlp_default_over_it": round(r["raymlp_default"]["single_row"]["32"]["qps"] / proxy["single_row"]["32"]["qps"], 3),
+            "single_row_p99_ms_c8": proxy["single_row"]["8"]["p99_ms"],
+            "rows_1024_rows_per_s_c8_vs_ceiling": round(proxy[batch]["8"]["rows_per_s"] / ceiling_rows, 3),
         }  # fmt: skip
     a = r["autoscaling"]
     out["autoscaling"] = {"seconds_to_max": a["seconds_to_max"], "seconds_back_to_1": a["seconds_back_to_1_after_load_stops"],

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import socket
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import ray
@@ -34,7 +39,9 @@ def init_ray(cfg: RuntimeConfig) -> RayRuntime:
         ray.init(address=address, log_to_driver=True)
         return RayRuntime(embedded=False, started_here=True)
     num_cpus = cfg.num_cpus or os.cpu_count() or 1
-    log.info("starting an embedded Ray with %d CPUs", num_cpus)
+    log.info("starting an embedded Ray with %d CPUs, Serve ingress %s", num_cpus, cfg.serve_ingress)
+    # Ray's processes inherit this process's environment, and Serve reads these when it loads.
+    os.environ.update(serve_ingress_env(cfg.serve_ingress))
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -56,3 +63,42 @@ def shutdown_ray(rt: RayRuntime) -> None:
 def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
+
+SERVE_HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def serve_ingress_env(ingress: str) -> dict[str, str]:
+    """Environment for an embedded Ray's Serve ingress (`runtime.serve_ingress`). HAProxy's files
+    and ports default to fixed machine-wide ones (/tmp/haproxy-serve, 8404, 9101, 8500), so two
+    Rays on one machine would share them: each embedded Ray gets its own. Set every time, so a
+    child process never inherits its parent's. A replica leaving drains for 5 s, not Serve's 30:
+    that wait lets HAProxy on other nodes drop it first, and here HAProxy is local, updated in
+    under a second; a rollout or shutdown waits out the drain."""
+    if ingress != "haproxy":
+        return {SERVE_HAPROXY: "0"}
+    # Short: HAProxy's socket paths, this folder + a 56-character node id + a file name, must fit 97.
+    state = tempfile.mkdtemp(prefix="hap", dir="/tmp")
+    atexit.register(shutil.rmtree, state, ignore_errors=True)
+    stats, metrics, fallback_http, fallback_grpc = _free_ports(4)
+    return {
+        SERVE_HAPROXY: "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{state}/metrics.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state}/server-state",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    }
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct ports free on 127.0.0.1 now (held open together, so none repeats)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]

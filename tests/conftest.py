@@ -60,10 +60,17 @@ def compile_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray for the whole session, in its own temp dir so it never meets another cluster.
-    4 logical CPUs on a 2-core machine let a 2-worker training run and a Serve replica coexist."""
+    4 logical CPUs on a 2-core machine let a 2-worker training run and a Serve replica coexist.
+    Serve's ingress is HAProxy, as in an embedded Ray; only Ray's processes see its variables, so
+    a cluster a test starts with `ray start` gets Serve's own defaults."""
     import ray
 
+    from raymlp.runtime import serve_ingress_env
+
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ingress = serve_ingress_env("haproxy")
+    before = {k: os.environ.get(k) for k in ingress}
+    os.environ.update(ingress)
     ray.init(
         address="local",
         num_cpus=4,
@@ -72,6 +79,11 @@ def ray_session():
         # Workers import user models from tests/support (`model.name: flaky_model:factory`).
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests" / "support")}},
     )
+    for k, v in before.items():
+        if v is None:
+            del os.environ[k]
+        else:
+            os.environ[k] = v
     yield ray
     from ray import serve
 

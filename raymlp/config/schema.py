@@ -30,6 +30,12 @@ class RuntimeConfig(Section):
     """Logical CPUs of the embedded Ray. Unset: the machine's core count."""
     object_store_memory_mb: PositiveInt = 512
     """Object store size of the embedded Ray, in MiB."""
+    serve_ingress: Literal["haproxy", "proxy"] = "haproxy"
+    """How HTTP reaches the Serve replicas of an embedded Ray. `haproxy`: Serve's direct ingress;
+    HAProxy (Ray ships it) takes `serve.port` and forwards to the gateway replicas' own HTTP
+    servers. `proxy`: Serve's Python proxy, one more Python process on every request's path (half
+    the single-row throughput here; benchmarks/serve_load.py). A cluster raymlp attaches to keeps
+    the ingress its nodes were started with: the Python proxy unless `RAY_SERVE_ENABLE_HA_PROXY=1`."""
 
 
 class ColumnSpec(Section):
@@ -448,15 +454,22 @@ class ServeConfig(Section):
     canary: CanaryConfig | None = None
     """A second version taking a share of the traffic (or a shadow copy of it). Its request
     columns must be among the served version's."""
+    topology: Literal["split", "fused"] = "split"
+    """Where the models run. `split`: HTTP replicas (`Gateway`) call model replicas (`model`,
+    `canary`) through Serve handles, and retry a call whose model replica died, so a replica's
+    death costs no request; the model replicas scale apart from the HTTP ones. `fused`: each
+    HTTP replica holds the models and batches in process: one hop, 3x split's single-row
+    throughput on 2 cores (benchmarks/serve_load.py), but the requests in flight on a replica
+    that dies fail (HAProxy answers 500 or closes the connection; neither it nor Serve replays them)."""
     num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
-    """Model replicas: a number, or `[min, max]` for autoscaling between them (min 0 scales to
+    """Model replicas (fused: the HTTP replicas that hold them): a number, or `[min, max]` for autoscaling between them (min 0 scales to
     zero when idle; the first request then waits for a replica to start)."""
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     """How an autoscaled app (`num_replicas: [min, max]`) follows its load."""
     cpus_per_replica: Annotated[float, Field(gt=0)] = 0.5
-    """Logical CPUs each replica reserves; it runs that many torch threads (rounded down, at least one)."""
+    """Logical CPUs each model replica reserves; it runs that many torch threads (rounded down, at least one)."""
     gateway_cpus: Annotated[float, Field(gt=0)] = 0.25
-    """Logical CPUs each gateway replica reserves (auth, request validation, routing, retries)."""
+    """Logical CPUs each gateway replica reserves (auth, request validation, routing, retries) in the split topology."""
     max_ongoing_requests: PositiveInt = 64
     """Requests a replica works on at once; batching needs many (Serve's default of 5 starves it)."""
     max_queued_requests: Annotated[int, Field(ge=-1)] = 512

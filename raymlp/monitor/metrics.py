@@ -96,7 +96,8 @@ class ShadowMetrics:
     def compare(self, served: list[dict[str, Any]], shadow: list[dict[str, Any]]) -> None:
         self.rows.inc(len(served), tags=self.tags)
         if served and "label" in served[0]:
-            self.agreed.inc(sum(a["label"] == b["label"] for a, b in zip(served, shadow)), tags=self.tags)
+            if agreed := sum(a["label"] == b["label"] for a, b in zip(served, shadow)):  # Ray's Counter refuses 0
+                self.agreed.inc(agreed, tags=self.tags)
         else:
             for a, b in zip(served, shadow):
                 self.difference.observe(abs(a["value"] - b["value"]), tags=self.tags)

@@ -1,10 +1,11 @@
 """The Serve application: one builder for every launch path (`raymlp serve`, `raymlp run`,
 `serve run raymlp.serve.app:build_app config=...`, a KubeRay RayService).
 
-An app is a gateway deployment (HTTP, auth, request schema, traffic split, retries; see gateway.py)
-in front of one model deployment per served version (model.py). The deployments keep fixed names
-(`model`, `canary`), so pointing an alias at another version rolls their replicas over in place:
-new replicas start before old ones drain.
+An app is a gateway deployment (HTTP, auth, request schema, traffic split; see gateway.py) that
+holds the served versions' models itself (`serve.topology: fused`) or calls one model deployment
+per version (`split`; model.py). The deployments keep fixed names (`Gateway`, `model`, `canary`),
+so pointing an alias at another version rolls their replicas over in place: new replicas start
+before old ones drain.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def build_model_app(
     """Pin `serve.model_version` (and `serve.canary.version`) to concrete versions and bind the
     deployments to them. `api_keys` (see security.resolve_api_keys) reach the gateway as digests;
     empty turns auth off."""
+    fused = serve_cfg.topology == "fused"
+
+    def model(name: str, v: ModelVersion) -> ModelSource | Application:
+        """A version the gateway loads itself (fused), or a deployment of its own (split)."""
+        source = ModelSource(target.tracking_uri, target.model_name, str(v.version), serve_cfg.precision)
+        return source if fused else _model_deployment(name, source, serve_cfg, monitor_cfg)
+
     client = mlflow.MlflowClient(target.tracking_uri)
     version = resolve_version(client, target.model_name, serve_cfg.model_version)
     features = _features(version)
@@ -55,7 +63,7 @@ def build_model_app(
         missing = set(_features(canary_version).input_columns) - set(features.input_columns)
         if missing:
             raise ValueError(f"serve.canary.version: it needs columns {sorted(missing)} the served version's requests lack")
-        canary = _model_deployment("canary", canary_version, target, serve_cfg, monitor_cfg)
+        canary = model("canary", canary_version)
     settings = GatewaySettings(
         model_name=target.model_name,
         version=str(version.version),
@@ -63,29 +71,29 @@ def build_model_app(
         guard=GuardSettings(tuple(key_digest(k) for k in api_keys), serve_cfg.max_body_bytes, serve_cfg.rate_limit_per_s),
         canary_version=str(canary_version.version) if canary_version else None,
         canary_percent=serve_cfg.canary.percent if serve_cfg.canary else 0.0,
+        replica=_replica_settings(serve_cfg, monitor_cfg) if fused else None,
         export_metrics=monitor_cfg.metrics,
     )
     gateway = serve.deployment(serve.ingress()(Gateway), name="Gateway").options(
         **_scaling(serve_cfg),
-        ray_actor_options={"num_cpus": serve_cfg.gateway_cpus},
+        ray_actor_options={"num_cpus": serve_cfg.cpus_per_replica if fused else serve_cfg.gateway_cpus},
         max_ongoing_requests=serve_cfg.max_ongoing_requests,
         max_queued_requests=serve_cfg.max_queued_requests,
         backpressure_config=BACKPRESSURE,
     )
-    primary = _model_deployment("model", version, target, serve_cfg, monitor_cfg)
-    return gateway.bind(primary, features.to_json(), settings, canary)
+    return gateway.bind(model("model", version), features.to_json(), settings, canary)
 
 
-def _model_deployment(
-    name: str, version: ModelVersion, target: TrackingTarget, cfg: ServeConfig, monitor: MonitorConfig
-) -> Application:
-    source = ModelSource(target.tracking_uri, target.model_name, str(version.version), cfg.precision)
-    settings = ReplicaSettings(
+def _replica_settings(cfg: ServeConfig, monitor: MonitorConfig) -> ReplicaSettings:
+    return ReplicaSettings(
         threads=max(1, int(cfg.cpus_per_replica)),
         max_batch_size=cfg.batching.max_batch_size,
         batch_wait_timeout_s=cfg.batching.wait_timeout_s,
         export_metrics=monitor.metrics,
     )
+
+
+def _model_deployment(name: str, source: ModelSource, cfg: ServeConfig, monitor: MonitorConfig) -> Application:
     return (
         serve.deployment(ModelReplica, name=name)
         .options(
@@ -95,7 +103,7 @@ def _model_deployment(
             max_queued_requests=cfg.max_queued_requests,
             backpressure_config=BACKPRESSURE,
         )
-        .bind(source, settings)
+        .bind(source, _replica_settings(cfg, monitor))
     )
 
 

@@ -1,8 +1,6 @@
-"""The HTTP ingress in front of the model replicas: auth and limits, the request schema, the
-traffic split between the served version and a canary, shadow traffic, and retries.
-
-Predictions are idempotent, so a call whose replica dies is retried on another: Serve does not
-retry a request that was already running on a replica that died.
+"""The HTTP ingress of an app: auth and limits, the request schema, the traffic split between
+the served version and a canary, and shadow traffic. The models run in this replica
+(`serve.topology: fused`) or in model deployments it calls through handles (`split`).
 
 No `from __future__ import annotations` here: FastAPI reads the route's annotations at runtime, and
 the request model is a local of `__serve_build_asgi_app__`.
@@ -12,6 +10,7 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from raymlp.data.features import FeaturePipeline
 from raymlp.monitor.metrics import HttpMetrics, ShadowMetrics
 from raymlp.serve.access import AccessLog
+from raymlp.serve.model import ModelReplica, ModelSource, ReplicaSettings
 from raymlp.serve.schemas import PredictResponse, make_request_model
 from raymlp.serve.security import GuardSettings, RequestGuard
 
@@ -49,8 +49,44 @@ class GatewaySettings:
     canary_version: str | None = None
     canary_percent: float = 0.0
     """Share of requests the canary answers; 0 with a canary version means shadow mode."""
+    replica: ReplicaSettings | None = None
+    """How this replica runs the models it holds (fused); None when it holds none (split)."""
     retries: int = 3
     export_metrics: bool = True
+
+
+class RemoteModel:
+    """A model deployment behind a handle (`serve.topology: split`). Predictions are idempotent,
+    so a call whose replica dies is retried on another: Serve does not retry a request that was
+    already running on a replica that died."""
+
+    def __init__(self, handle: DeploymentHandle, retries: int):
+        self.handle, self.retries = handle, retries
+
+    async def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._call(lambda: self.handle.predict.remote(rows))
+
+    async def version(self) -> dict[str, Any]:
+        return await self._call(lambda: self.handle.version.remote())
+
+    async def _call(self, send: Callable[[], DeploymentResponse]) -> dict[str, Any]:
+        for attempt in range(self.retries + 1):
+            try:
+                return await send()
+            except REPLICA_LOST as e:
+                log.warning("model replica lost (attempt %d): %s", attempt + 1, type(e).__name__)
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise ModelUnavailable
+
+
+Model = ModelReplica | RemoteModel
+
+
+def _held(model: ModelSource | DeploymentHandle, settings: GatewaySettings) -> Model:
+    """A model loaded into this replica (fused), or a handle's deployment (split)."""
+    if isinstance(model, ModelSource):
+        return ModelReplica(model, settings.replica)
+    return RemoteModel(model, settings.retries)
 
 
 class Gateway:
@@ -58,12 +94,14 @@ class Gateway:
 
     def __init__(
         self,
-        primary: DeploymentHandle,
+        primary: ModelSource | DeploymentHandle,
         features_json: str,
         settings: GatewaySettings,
-        canary: DeploymentHandle | None = None,
+        canary: ModelSource | DeploymentHandle | None = None,
     ):
-        self.primary, self.canary, self.settings = primary, canary, settings
+        self.settings = settings
+        self.primary = _held(primary, settings)
+        self.canary = _held(canary, settings) if canary is not None else None
         self.features = FeaturePipeline.from_json(features_json)
         self.random = random.Random()
         self.shadow_tasks: set[asyncio.Task] = set()
@@ -80,7 +118,7 @@ class Gateway:
         canary = f"; {s.canary_percent:g}% canary v{s.canary_version}" if s.canary_percent else ""
         api = FastAPI(
             title=f"raymlp: {s.model_name} v{s.version}{canary}",
-            description="Raw feature rows in; the fitted feature transform runs inside the model replicas.",
+            description="Raw feature rows in; the fitted feature transform runs next to the model.",
         )
         api.add_exception_handler(RequestValidationError, _validation_error)
         api.add_exception_handler(ModelUnavailable, _unavailable)
@@ -100,7 +138,7 @@ class Gateway:
         async def readyz() -> JSONResponse:
             """Readiness: a replica of the served version answers."""
             try:
-                await self._call(self.primary, None)
+                await self.primary.version()
             except ModelUnavailable:
                 return JSONResponse({"status": "unavailable"}, status_code=503, headers={"retry-after": "1"})
             return JSONResponse({"status": "ready", "model": s.model_name, "version": s.version})
@@ -114,27 +152,17 @@ class Gateway:
     async def route(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         s = self.settings
         use_canary = self.canary is not None and self.random.random() * 100 < s.canary_percent
-        answer = await self._call(self.canary if use_canary else self.primary, rows)
+        answer = await (self.canary if use_canary else self.primary).predict(rows)
         if self.shadow_metrics is not None:
             task = asyncio.create_task(self._shadow(rows, answer["predictions"]))
             self.shadow_tasks.add(task)  # a task nobody references can be garbage-collected mid-flight
             task.add_done_callback(self.shadow_tasks.discard)
         return {"model": s.model_name, **answer}
 
-    async def _call(self, handle: DeploymentHandle, rows: list[dict[str, Any]] | None) -> dict[str, Any]:
-        """`rows` predicted by a replica of `handle`'s deployment, or its version when `rows` is None."""
-        for attempt in range(self.settings.retries + 1):
-            try:
-                return await (handle.predict.remote(rows) if rows is not None else handle.version.remote())
-            except REPLICA_LOST as e:
-                log.warning("model replica lost (attempt %d): %s", attempt + 1, type(e).__name__)
-                await asyncio.sleep(0.05 * 2**attempt)
-        raise ModelUnavailable
-
     async def _shadow(self, rows: list[dict[str, Any]], served: list[dict[str, Any]]) -> None:
         """The canary answers a copy of the request; its answer is only measured, never returned."""
         try:
-            answer = await self._call(self.canary, rows)
+            answer = await self.canary.predict(rows)
         except ModelUnavailable:
             self.shadow_metrics.failed()
             return

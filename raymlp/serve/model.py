@@ -1,8 +1,8 @@
 """The model side of serving: raw rows to predictions, and the Serve replica that batches them.
 
 `predict_columns` is the one definition of a prediction (batch inference writes its columns, the
-HTTP app its rows). `ModelReplica` loads one registered version, verified, and serves it behind
-the gateway: Serve batches concurrent calls into one forward pass.
+HTTP app its rows). `ModelReplica` loads one registered version, verified, and batches concurrent
+calls into one forward pass: inside the HTTP replica, or as a deployment of its own behind it.
 """
 
 from __future__ import annotations
@@ -139,14 +139,16 @@ class ModelReplica:
         self.model, self.precision = load_served_model(version, source.precision)
         self.source = source
         self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
-        self.predict.set_max_batch_size(settings.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        # `predict(rows)` batches: a queue per instance, since `serve.batch` on a method keeps one
+        # for the class and a fused gateway holds two versions (served and canary) in one process.
+        self.predict = serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)(
+            self._predict_batch
+        )
 
-    def version(self) -> dict[str, Any]:
+    async def version(self) -> dict[str, Any]:
         return {"version": self.source.version, "precision": self.precision}
 
-    @serve.batch
-    async def predict(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Concurrent requests (each a list of validated rows) share one forward pass."""
         start = time.perf_counter()
         rows = [row for request in requests for row in request]

@@ -77,15 +77,16 @@ class Load:
         return [a for a in self.answers if a[0] != 200]
 
 
-def test_canary_takes_its_share_and_shadow_answers_are_never_returned(registry):
+@pytest.mark.parametrize("topology", ["split", "fused"])
+def test_canary_takes_its_share_and_shadow_answers_are_never_returned(registry, topology):
     cfg, target = registry
-    url = start(cfg, target, model_version="1", canary={"version": "2", "percent": 30})
+    url = start(cfg, target, model_version="1", canary={"version": "2", "percent": 30}, topology=topology)
     with requests.Session() as session:
         versions = Counter(session.post(f"{url}/predict", json={"rows": [ROW]}, timeout=30).json()["version"] for _ in range(300))
     assert set(versions) == {"1", "2"}
     assert 50 <= versions["2"] <= 130  # 30% of 300 = 90; a binomial's 99.99% range is about ±31
 
-    url = start(cfg, target, model_version="1", canary={"version": "2", "percent": 0})
+    url = start(cfg, target, model_version="1", canary={"version": "2", "percent": 0}, topology=topology)
     with requests.Session() as session:
         versions = Counter(session.post(f"{url}/predict", json={"rows": [ROW]}, timeout=30).json()["version"] for _ in range(50))
     assert versions == {"1": 50}
@@ -109,10 +110,13 @@ def test_moving_the_alias_rolls_the_app_over_with_zero_failed_requests(registry)
     assert {v for _, v in load.answers} == {"1", "2"} and load.answers[-1][1] == "2"
 
 
-def test_a_killed_model_replica_loses_no_request_and_comes_back(registry):
+@pytest.mark.parametrize("topology, deployment", [("split", "model"), ("fused", "Gateway")])
+def test_a_killed_model_replica_comes_back_and_split_loses_no_request(registry, topology, deployment):
+    """Split: the gateway retries a call whose model replica died. Fused: the requests in flight
+    on the dead replica fail (HAProxy answers 500 or closes the connection), and no others."""
     cfg, target = registry
-    url = start(cfg, target, num_replicas=2)
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#model#" in a["name"]]
+    url = start(cfg, target, num_replicas=2, topology=topology)
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
     assert len(replicas) == 2
     with Load(url) as load:
         time.sleep(2)
@@ -120,13 +124,17 @@ def test_a_killed_model_replica_loses_no_request_and_comes_back(registry):
         killed_at = time.monotonic()
         recovered = None
         while time.monotonic() - killed_at < 30:
-            status = serve.status().applications[cfg.name].deployments["model"]
+            status = serve.status().applications[cfg.name].deployments[deployment]
             if status.replica_states.get("RUNNING", 0) == 2 and time.monotonic() - killed_at > 1:
                 recovered = time.monotonic() - killed_at
                 break
             time.sleep(0.5)
         time.sleep(2)
-    assert load.failures() == []
+    if topology == "split":
+        assert load.failures() == []
+    else:
+        assert len(load.failures()) <= len(load.threads)
+        assert {status for status, _ in load.failures()} <= {500, "ConnectionError"}
     assert recovered is not None and recovered < 30
     assert len(load.answers) > 50
 
