@@ -74,7 +74,7 @@ def serve_ingress_env(ingress: str) -> dict[str, str]:
     child process never inherits its parent's. A replica leaving drains for 5 s, not Serve's 30:
     that wait lets HAProxy on other nodes drop it first, and here HAProxy is local, updated in
     under a second; a rollout or shutdown waits out the drain."""
-    if ingress != "haproxy":
+    if ingress != "haproxy" or not _haproxy_installed():
         return {SERVE_HAPROXY: "0"}
     # Short: HAProxy's socket paths, this folder + a 56-character node id + a file name, must fit 97.
     state = tempfile.mkdtemp(prefix="hap", dir="/tmp")
@@ -93,6 +93,18 @@ def serve_ingress_env(ingress: str) -> dict[str, str]:
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
     }
+
+
+def _haproxy_installed() -> bool:
+    """Whether Serve finds an HAProxy binary: `ray[serve]` bundles one on Linux only."""
+    from ray.serve._private.haproxy import get_haproxy_binary  # Serve's own lookup; no public one
+
+    try:
+        get_haproxy_binary()
+    except FileNotFoundError as e:
+        log.warning("runtime.serve_ingress: haproxy, but %s Serving through Serve's Python proxy.", e)
+        return False
+    return True
 
 
 def _free_ports(n: int) -> list[int]:

@@ -458,7 +458,7 @@ class ServeConfig(Section):
     """Where the models run. `split`: HTTP replicas (`Gateway`) call model replicas (`model`,
     `canary`) through Serve handles, and retry a call whose model replica died, so a replica's
     death costs no request; the model replicas scale apart from the HTTP ones. `fused`: each
-    HTTP replica holds the models and batches in process: one hop, 3x split's single-row
+    HTTP replica holds the models and batches in process: one hop, 2.5x split's single-row
     throughput on 2 cores (benchmarks/serve_load.py), but the requests in flight on a replica
     that dies fail (HAProxy answers 500 or closes the connection; neither it nor Serve replays them)."""
     num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
