@@ -462,8 +462,9 @@ class ServeConfig(Section):
     throughput on 2 cores (benchmarks/serve_load.py), but the requests in flight on a replica
     that dies fail (HAProxy answers 500 or closes the connection; neither it nor Serve replays them)."""
     num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
-    """Model replicas (fused: the HTTP replicas that hold them): a number, or `[min, max]` for autoscaling between them (min 0 scales to
-    zero when idle; the first request then waits for a replica to start)."""
+    """Model replicas (fused: the HTTP replicas that hold them): a number, or `[min, max]` for
+    autoscaling between them (min 0 scales to zero when idle; the first request then waits for a
+    replica to start)."""
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     """How an autoscaled app (`num_replicas: [min, max]`) follows its load."""
     cpus_per_replica: Annotated[float, Field(gt=0)] = 0.5

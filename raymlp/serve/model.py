@@ -141,9 +141,8 @@ class ModelReplica:
         self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
         # `predict(rows)` batches: a queue per instance, since `serve.batch` on a method keeps one
         # for the class and a fused gateway holds two versions (served and canary) in one process.
-        self.predict = serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)(
-            self._predict_batch
-        )
+        batch = serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)
+        self.predict = batch(self._predict_batch)
 
     async def version(self) -> dict[str, Any]:
         return {"version": self.source.version, "precision": self.precision}
