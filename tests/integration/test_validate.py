@@ -1,5 +1,6 @@
 """Reading and validation on real Ray Data: exact counts for every way data goes wrong."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,18 @@ def data_cfg(path: Path, **data):
 def shard(path: Path, rows: int, start: int = 0, **extra) -> None:
     a = np.arange(start, start + rows, dtype=float)
     pq.write_table(pa.table({"a": a, "c": np.where(a % 2 == 0, "x", "y"), "y": (a % 3 == 0).astype(int), **extra}), path)
+
+
+def wait_for_restart(actor, timeout_s: float = 60) -> None:
+    from ray.util.state import get_actor
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = get_actor(actor._actor_id.hex(), address=ray.get_runtime_context().gcs_address)
+        if state is not None and state.num_restarts >= 1 and state.state == "ALIVE":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the actor did not come back within {timeout_s} s: {state}")
 
 
 def corrupt(path: Path) -> None:
@@ -148,5 +161,6 @@ def test_one_ledger_per_job_keeps_runs_apart_and_hands_each_over_once(ray_sessio
     assert ray.get(first.take.remote("r2"))["f"].rows == 2
     assert ray.get(first.take.remote("r1")) == {}
     ray.kill(first, no_restart=False)  # its process dies: the job's later runs still have a ledger
+    wait_for_restart(first)  # ray.kill returns at once: a call made now may still reach the old process
     ray.get(first.record.remote("r3", "f", FileOutcome(rows=3)))
     assert ray.get(job_ledger().take.remote("r3"))["f"].rows == 3
