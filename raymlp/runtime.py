@@ -42,6 +42,8 @@ def init_ray(cfg: RuntimeConfig) -> RayRuntime:
     log.info("starting an embedded Ray with %d CPUs, Serve ingress %s", num_cpus, cfg.serve_ingress)
     # Ray's processes inherit this process's environment, and Serve reads these when it loads.
     os.environ.update(serve_ingress_env(cfg.serve_ingress))
+    for name, value in EMBEDDED_TRAIN_ENV.items():
+        os.environ.setdefault(name, value)
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -52,6 +54,12 @@ def init_ray(cfg: RuntimeConfig) -> RayRuntime:
         include_dashboard=True,
     )
     return RayRuntime(embedded=True, started_here=True)
+
+
+EMBEDDED_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+"""Ray Train settings for an embedded Ray, read where a run is fitted (Train passes them on). Its
+one node is never drained, so a preemption watcher, one more actor process per training run and
+Tune trial (2-3 s of CPU to start), would watch for nothing."""
 
 
 def shutdown_ray(rt: RayRuntime) -> None:

@@ -62,10 +62,14 @@ def ray_session():
     """A local Ray for the whole session, in its own temp dir so it never meets another cluster.
     4 logical CPUs on a 2-core machine let a 2-worker training run and a Serve replica coexist.
     Serve's ingress is HAProxy, as in an embedded Ray; only Ray's processes see its variables, so
-    a cluster a test starts with `ray start` gets Serve's own defaults."""
+    a cluster a test starts with `ray start` gets Serve's own defaults. Ray Train gets an embedded
+    Ray's settings too."""
     import ray
 
-    from raymlp.runtime import serve_ingress_env
+    from raymlp.runtime import EMBEDDED_TRAIN_ENV, serve_ingress_env
+
+    for name, value in EMBEDDED_TRAIN_ENV.items():
+        os.environ.setdefault(name, value)
 
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     ingress = serve_ingress_env("haproxy")

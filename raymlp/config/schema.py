@@ -348,6 +348,9 @@ class TuneConfig(Section):
     stopping. Unset: valid_accuracy for classification, valid_rmse for regression."""
     grace_period: PositiveInt = 1
     """Epochs every trial runs before ASHA may stop it."""
+    startup_trials: PositiveInt | None = None
+    """Optuna only: trials sampled at random before TPE models the space. Unset: a quarter of
+    num_samples, 2 to 10 (Optuna's own 10 would leave a 16-trial search 6 guided trials)."""
     space: dict[str, SearchDim] = Field(default_factory=dict)
     """Search space: config path (e.g. `train.lr`) to distribution."""
 

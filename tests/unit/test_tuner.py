@@ -23,6 +23,16 @@ def test_multi_objective_optuna_keeps_every_metric_and_mode():
     assert searcher.mode == ["max", "min", "min"]
 
 
+@pytest.mark.parametrize(
+    "tune, startup",
+    [({"num_samples": 16}, 4), ({"num_samples": 4}, 2), ({"num_samples": 200}, 10), ({"num_samples": 16, "startup_trials": 7}, 7)],
+)
+def test_tpe_samples_at_random_for_a_quarter_of_the_budget_then_models_it(tune, startup):
+    sampler = build_searcher(tune_config(**tune), seed=0, concurrency=2)._sampler
+    assert sampler._n_startup_trials == startup  # Optuna's default of 10 whatever the budget
+    assert sampler._constant_liar
+
+
 @pytest.mark.parametrize("searcher", ["random", "grid"])
 def test_random_and_grid_use_tunes_variant_generator_with_the_concurrency_limit(searcher):
     generator = build_searcher(tune_config(searcher=searcher), seed=0, concurrency=3)
