@@ -41,19 +41,27 @@ def init_ray(cfg: RuntimeConfig) -> RayRuntime:
     num_cpus = cfg.num_cpus or os.cpu_count() or 1
     log.info("starting an embedded Ray with %d CPUs, Serve ingress %s", num_cpus, cfg.serve_ingress)
     # Ray's processes inherit this process's environment, and Serve reads these when it loads.
-    os.environ.update(serve_ingress_env(cfg.serve_ingress))
+    dashboard_port = free_ports(1)[0]
+    os.environ.update(serve_ingress_env(cfg.serve_ingress) | state_api_env(dashboard_port))
     for name, value in EMBEDDED_TRAIN_ENV.items():
         os.environ.setdefault(name, value)
     ray.init(
         address="local",
         num_cpus=num_cpus,
         object_store_memory=cfg.object_store_memory_mb * 1024**2,
-        # Keep the dashboard: Ray Train's placement-group cleaner asks the state API (served by
-        # the dashboard) whether a trial's controller died; without it a finished Tune trial's
-        # worker group can keep its CPUs and the next trial waits forever.
         include_dashboard=True,
+        dashboard_port=dashboard_port,
     )
     return RayRuntime(embedded=True, started_here=True)
+
+
+def state_api_env(dashboard_port: int) -> dict[str, str]:
+    """Point Ray's state API at this Ray's own dashboard. Ray Train's placement-group cleaner asks
+    it whether a stopped Tune trial's controller died before freeing the trial's CPUs. Left to
+    find the cluster itself, it fails when a second Ray runs on the machine ("Found multiple
+    active Ray instances"): the CPUs stay held and the next trials, or any Ray Data job, wait
+    forever. Without a dashboard there is no state API, and the same happens."""
+    return {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}
 
 
 EMBEDDED_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
@@ -87,7 +95,7 @@ def serve_ingress_env(ingress: str) -> dict[str, str]:
     # Short: HAProxy's socket paths, this folder + a 56-character node id + a file name, must fit 97.
     state = tempfile.mkdtemp(prefix="hap", dir="/tmp")
     atexit.register(shutil.rmtree, state, ignore_errors=True)
-    stats, metrics, fallback_http, fallback_grpc = _free_ports(4)
+    stats, metrics, fallback_http, fallback_grpc = free_ports(4)
     return {
         SERVE_HAPROXY: "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
@@ -115,7 +123,7 @@ def _haproxy_installed() -> bool:
     return True
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """`n` distinct ports free on 127.0.0.1 now (held open together, so none repeats)."""
     with ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket()) for _ in range(n)]

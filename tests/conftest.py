@@ -61,24 +61,27 @@ def compile_cache(tmp_path_factory) -> Path:
 def ray_session():
     """A local Ray for the whole session, in its own temp dir so it never meets another cluster.
     4 logical CPUs on a 2-core machine let a 2-worker training run and a Serve replica coexist.
-    Serve's ingress is HAProxy, as in an embedded Ray; only Ray's processes see its variables, so
-    a cluster a test starts with `ray start` gets Serve's own defaults. Ray Train gets an embedded
-    Ray's settings too."""
+    Serve's ingress and the state API's address are set as in an embedded Ray; only Ray's processes
+    see them, so a cluster a test starts with `ray start` gets Ray's own defaults. Ray Train gets an
+    embedded Ray's settings too."""
     import ray
 
-    from raymlp.runtime import EMBEDDED_TRAIN_ENV, serve_ingress_env
+    from raymlp.runtime import EMBEDDED_TRAIN_ENV, free_ports, serve_ingress_env, state_api_env
 
     for name, value in EMBEDDED_TRAIN_ENV.items():
         os.environ.setdefault(name, value)
 
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ingress = serve_ingress_env("haproxy")
-    before = {k: os.environ.get(k) for k in ingress}
-    os.environ.update(ingress)
+    dashboard_port = free_ports(1)[0]
+    ray_env = serve_ingress_env("haproxy") | state_api_env(dashboard_port)
+    before = {k: os.environ.get(k) for k in ray_env}
+    os.environ.update(ray_env)
     ray.init(
         address="local",
         num_cpus=4,
         object_store_memory=300 * 1024**2,
+        include_dashboard=True,
+        dashboard_port=dashboard_port,
         _temp_dir=temp_dir,
         # Workers import user models from tests/support (`model.name: flaky_model:factory`).
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests" / "support")}},
