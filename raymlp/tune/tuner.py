@@ -92,9 +92,6 @@ def run_search(
                 search_alg=build_searcher(cfg, seed, concurrency),
                 scheduler=build_scheduler(cfg, max_epochs),
                 time_budget_s=cfg.time_budget_s,
-                # A trial's driver process serves the next trial: starting one, which imports
-                # raymlp, costs seconds of CPU per trial (Tune's default is a fresh process each).
-                reuse_actors=True,
             ),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1),
         )
