@@ -241,6 +241,26 @@ def summarize_search(run: dict[str, Any], target: float) -> dict[str, Any]:
     }
 
 
+def compare(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], float, dict[int, float]]:
+    """Per arm, medians over seeds; the ratio of median times to target; and that ratio per seed."""
+    arms = {}
+    for arm in ARMS:
+        mine = [r for r in rows if r["arm"] == arm]
+        keys = ("wall_s", "time_to_target_or_wall_s", "trials_started_at_target", "epochs_trained",
+                "median_first_report_s", "best_metric")  # fmt: skip
+        arms[arm] = {k: median_of(mine, k) for k in keys} | {
+            "seeds_reaching_target": sum(r["reached_target"] for r in mine),
+            "seeds": len(mine),
+        }
+    ratio = arms["tpe_asha"]["time_to_target_or_wall_s"] / arms["random"]["time_to_target_or_wall_s"]
+    by_seed = {(r["arm"], r["seed"]): r for r in rows}
+    paired = {
+        seed: round(by_seed["tpe_asha", seed]["time_to_target_or_wall_s"] / by_seed["random", seed]["time_to_target_or_wall_s"], 3)
+        for _, seed in by_seed
+    }
+    return arms, ratio, paired
+
+
 def median_of(rows: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in rows if r[key] is not None]
     return round(statistics.median(values), 4) if values else None
@@ -415,23 +435,11 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             # Saved as it goes: a run cut short keeps the searches it finished.
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"benchmark": "hpo_efficiency", "partial": True, "searches": rows}, indent=2))
+            partial = {"benchmark": "hpo_efficiency", "partial": True, "searches": rows, "trials": runs}
+            args.out.write_text(json.dumps(partial, indent=2, default=str))
     load_after_searches = os.getloadavg()
 
-    arms = {}
-    for arm in ARMS:
-        mine = [r for r in rows if r["arm"] == arm]
-        keys = ("wall_s", "time_to_target_or_wall_s", "trials_started_at_target", "epochs_trained", "best_metric")
-        arms[arm] = {k: median_of(mine, k) for k in keys} | {
-            "seeds_reaching_target": sum(r["reached_target"] for r in mine),
-            "seeds": len(mine),
-        }
-    ratio = arms["tpe_asha"]["time_to_target_or_wall_s"] / arms["random"]["time_to_target_or_wall_s"]
-    by_seed = {(r["arm"], r["seed"]): r for r in rows}
-    paired = {
-        seed: round(by_seed["tpe_asha", seed]["time_to_target_or_wall_s"] / by_seed["random", seed]["time_to_target_or_wall_s"], 3)
-        for _, seed in by_seed
-    }
+    arms, ratio, paired = compare(rows)
     if args.overhead_trials:
         overhead_report = overhead(args.overhead_trials, args.concurrency, args.overhead_repeats, storage)
     else:  # keep what an earlier --overhead-only run recorded there (Tune alone: its own command and time)
@@ -450,7 +458,7 @@ def main() -> None:
         },
         "task": {
             "name": args.task,
-            "example": TASKS[args.task]["example"],
+            "example": TASKS[args.task].get("example"),
             "split_rows": data.num_rows,
             "metric": cfg.tune.metric,
             "target": target,
