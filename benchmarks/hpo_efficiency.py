@@ -37,9 +37,9 @@ quantiles), written into TARGETS before the comparison ran. One random trial rea
 probability ~0.1, so a 12-trial random search does with probability ~1 - 0.9^12 = 0.72: reachable,
 not a given.
 
-One workaround (see the report in the results JSON): Ray's state API is pointed at this cluster
-(`RAY_API_SERVER_ADDRESS`) so that the placement groups of trials that Tune stops are freed even
-when another Ray runs on the machine.
+Ray gets the environment raymlp gives its embedded Ray: the state API pointed at this cluster
+(`RAY_API_SERVER_ADDRESS`), so that the placement groups of trials that Tune stops are freed even
+when another Ray runs on the machine, and Ray Train's preemption watcher off.
 
 Also measured, with Ray Tune alone (not raymlp): Tune's per-trial overhead with OptunaSearch against
 BasicVariantGenerator, 100 trials of a trivial function (one report, then return) at the same
@@ -53,7 +53,6 @@ import argparse
 import importlib.util
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -75,7 +74,7 @@ from raymlp.data import prepare_data
 from raymlp.data.sources import write_shards
 from raymlp.lifecycle.tracking import configure_tracking, pipeline_run
 from raymlp.pipeline import _tune
-from raymlp.runtime import EMBEDDED_TRAIN_ENV
+from raymlp.runtime import EMBEDDED_TRAIN_ENV, free_ports, state_api_env
 from raymlp.tune.space import decode_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,22 +338,11 @@ def overhead(trials: int, concurrency: int, repeats: int, storage: str) -> dict[
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_ray(num_cpus: int) -> None:
-    """One embedded Ray for everything, in its own temp dir. A trial that Tune stops (ASHA, and
-    every trial at max_t) kills its TrainController before that removes its worker group's placement
-    group; Ray Train's PlacementGroupCleaner frees those CPUs once the state API says the controller
-    is dead. That call names no cluster: with another Ray on the machine it fails ("Found multiple
-    active Ray instances"), the CPUs leak and the next trials wait forever. Pointing every Ray
-    process (they inherit this environment) at our own dashboard avoids it."""
-    port = free_port()
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    os.environ.update(EMBEDDED_TRAIN_ENV)  # as raymlp's own embedded Ray
+    """One embedded Ray for everything, in its own temp dir, with the environment raymlp gives its
+    own embedded Ray (the state API pointed at this Ray's dashboard, see `state_api_env`)."""
+    [port] = free_ports(1)
+    os.environ.update(state_api_env(port) | EMBEDDED_TRAIN_ENV)
     ray.init(
         address="local",
         num_cpus=num_cpus,
