@@ -108,6 +108,11 @@ def serve_ingress_env(ingress: str) -> dict[str, str]:
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+        # Predictions are idempotent: a request whose replica died before answering is replayed
+        # on another. Leastconn keeps choosing the dead replica (its connections fail at once)
+        # until 3 errors mark it down, so one request may need several tries.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+        "RAY_SERVE_HAPROXY_RETRIES": "6",
     }
 
 
