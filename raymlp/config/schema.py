@@ -460,10 +460,11 @@ class ServeConfig(Section):
     topology: Literal["split", "fused"] = "split"
     """Where the models run. `split`: HTTP replicas (`Gateway`) call model replicas (`model`,
     `canary`) through Serve handles, and retry a call whose model replica died, so a replica's
-    death costs no request; the model replicas scale apart from the HTTP ones. `fused`: each
-    HTTP replica holds the models and batches in process: one hop, 2.5x split's single-row
-    throughput on 2 cores (benchmarks/serve_load.py), but the requests in flight on a replica
-    that dies fail (HAProxy answers 500 or closes the connection; neither it nor Serve replays them)."""
+    death costs no request, whatever the client; the model replicas scale apart from the HTTP
+    ones. `fused`: each HTTP replica holds the models and batches in process: one hop, 2.5x
+    split's single-row throughput on 2 cores (benchmarks/serve_load.py); a request in flight on a
+    fused replica that dies is replayed by HAProxy when it can (as an embedded Ray sets it up), and
+    fails when it cannot (in the tests a kill still cost up to one request)."""
     num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
     """Model replicas (fused: the HTTP replicas that hold them): a number, or `[min, max]` for
     autoscaling between them (min 0 scales to zero when idle; the first request then waits for a
@@ -474,6 +475,9 @@ class ServeConfig(Section):
     """Logical CPUs each model replica reserves; it runs that many torch threads (rounded down, at least one)."""
     gateway_cpus: Annotated[float, Field(gt=0)] = 0.25
     """Logical CPUs each gateway replica reserves (auth, request validation, routing, retries) in the split topology."""
+    health_check_period_s: Annotated[float, Field(gt=0)] = 2.0
+    """How often Serve checks each replica. A replica that died is found, and replaced, only at
+    its next check: Serve's default of 10 s would hold back that much capacity after a crash."""
     max_ongoing_requests: PositiveInt = 64
     """Requests a replica works on at once; batching needs many (Serve's default of 5 starves it)."""
     max_queued_requests: Annotated[int, Field(ge=-1)] = 512

@@ -75,11 +75,8 @@ def build_model_app(
         export_metrics=monitor_cfg.metrics,
     )
     gateway = serve.deployment(serve.ingress()(Gateway), name="Gateway").options(
-        **_scaling(serve_cfg),
         ray_actor_options={"num_cpus": serve_cfg.cpus_per_replica if fused else serve_cfg.gateway_cpus},
-        max_ongoing_requests=serve_cfg.max_ongoing_requests,
-        max_queued_requests=serve_cfg.max_queued_requests,
-        backpressure_config=BACKPRESSURE,
+        **_replica_options(serve_cfg),
     )
     return gateway.bind(model("model", version), features.to_json(), settings, canary)
 
@@ -96,13 +93,7 @@ def _replica_settings(cfg: ServeConfig, monitor: MonitorConfig) -> ReplicaSettin
 def _model_deployment(name: str, source: ModelSource, cfg: ServeConfig, monitor: MonitorConfig) -> Application:
     return (
         serve.deployment(ModelReplica, name=name)
-        .options(
-            **_scaling(cfg),
-            ray_actor_options={"num_cpus": cfg.cpus_per_replica},
-            max_ongoing_requests=cfg.max_ongoing_requests,
-            max_queued_requests=cfg.max_queued_requests,
-            backpressure_config=BACKPRESSURE,
-        )
+        .options(ray_actor_options={"num_cpus": cfg.cpus_per_replica}, **_replica_options(cfg))
         .bind(source, _replica_settings(cfg, monitor))
     )
 
@@ -112,6 +103,17 @@ def _features(version: ModelVersion) -> FeaturePipeline:
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir, _ = download_bundle(version, quantized=False, dst=Path(tmp))
         return read_features(bundle_dir)
+
+
+def _replica_options(cfg: ServeConfig) -> dict[str, Any]:
+    """The Serve options every deployment of the app shares."""
+    return {
+        **_scaling(cfg),
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
+        "backpressure_config": BACKPRESSURE,
+        "health_check_period_s": cfg.health_check_period_s,
+    }
 
 
 def _scaling(cfg: ServeConfig) -> dict[str, Any]:
