@@ -125,7 +125,10 @@ def test_a_killed_model_replica_comes_back_and_split_loses_no_request(registry, 
         ray.kill(ray.get_actor(killed, namespace=replicas[0]["namespace"]), no_restart=True)
         killed_at = time.monotonic()
         recovered = None
-        while time.monotonic() - killed_at < 30:
+        # Bounded, not timed: the replacement takes 18-30 s here (most of it its process starting on
+        # a busy 2-core machine), a slower CI machine takes longer, and speed is measured
+        # in benchmarks, not asserted in tests.
+        while time.monotonic() - killed_at < 90:
             # Back to full capacity: the dead replica replaced, and its successor running.
             names = {a["name"] for a in replica_actors(deployment)}
             status = serve.status().applications[cfg.name].deployments[deployment]
@@ -139,7 +142,7 @@ def test_a_killed_model_replica_comes_back_and_split_loses_no_request(registry, 
     else:
         assert len(load.failures()) <= len(load.threads)
         assert all(status == 500 or "RemoteDisconnected" in str(status) for status, _ in load.failures())
-    assert recovered is not None and recovered < 30
+    assert recovered is not None
     assert len(load.answers) > 50
 
 
