@@ -26,7 +26,7 @@ from raymlp.artifacts import ModelSpec, load_bundle, load_train_state, save_bund
 from raymlp.config.schema import ModelConfig, TrainConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.train.distributed import Collective, DDPCollective
-from raymlp.train.feed import ShardFeed
+from raymlp.train.feed import Feed, SplitBlocks, StreamFeed, TensorFeed
 from raymlp.train.metrics import MetricSpec
 from raymlp.train.models import build_model
 from raymlp.train.schedules import build_optimizer, build_scheduler
@@ -59,7 +59,6 @@ class RunSettings:
     seed: int
     metric: str
     mode: str
-    cache_data: bool
     train_rows: int
     use_gpu: bool
     backend: str
@@ -68,6 +67,8 @@ class RunSettings:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """`config["blocks"]`: the splits as `SplitBlocks` to hold in memory, or None to stream the
+    Ray Data shards the trainer was given."""
     model_cfg = ModelConfig.model_validate(config["model"])
     cfg = TrainConfig.model_validate(config["train"])
     features = FeaturePipeline.from_json(config["features"])
@@ -98,11 +99,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(restored["optimizer"])
     model, optimizer = collective.prepare(model, optimizer, cfg.accumulation_steps)
 
-    def feed(name: str, batch_size: int) -> ShardFeed:
-        shard = ray.train.get_dataset_shard(name)
-        return ShardFeed(
-            shard, cache=run.cache_data, batch_size=batch_size, target_dtype=metrics.target_dtype,
-            device=device, seed=run.seed * 1000 + rank,
+    def feed(name: str, batch_size: int) -> Feed:
+        seed = run.seed * 1000 + rank
+        if blocks := config["blocks"]:
+            split: SplitBlocks = blocks[name]
+            # Only training needs equal shards; every validation row counts.
+            x, y = split.read(split.shard(rank, world, equal=name == "train"), metrics.target_dtype, device)
+            return TensorFeed(x, y, batch_size=batch_size, seed=seed)
+        return StreamFeed(
+            ray.train.get_dataset_shard(name), batch_size=batch_size, target_dtype=metrics.target_dtype,
+            device=device, seed=seed,
         )  # fmt: skip
 
     train_feed, valid_feed = feed("train", cfg.batch_size), feed("valid", 4096)
@@ -156,7 +162,7 @@ def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    feed: ShardFeed,
+    feed: Feed,
     epoch: int,
     cfg: TrainConfig,
     collective: Collective,
@@ -188,7 +194,7 @@ def _train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, feed: ShardFeed, metrics: MetricSpec, device: torch.device, bf16: bool = False
+    model: nn.Module, feed: Feed, metrics: MetricSpec, device: torch.device, bf16: bool = False
 ) -> torch.Tensor:
     """Summed statistics of `model` over one pass of `feed` (this worker's shard only)."""
     model.eval()
@@ -203,9 +209,7 @@ def evaluate(
 def score(model: nn.Module, ds: ray.data.Dataset, features: FeaturePipeline, prefix: str) -> dict[str, float]:
     """Every metric of `model` over a whole model-ready dataset, in the calling process."""
     metrics, cpu = MetricSpec.of(features), torch.device("cpu")
-    feed = ShardFeed(
-        ds.iterator(), cache=False, batch_size=4096, target_dtype=metrics.target_dtype, device=cpu, seed=0
-    )
+    feed = StreamFeed(ds.iterator(), batch_size=4096, target_dtype=metrics.target_dtype, device=cpu, seed=0)
     return metrics.summarize(evaluate(model, feed, metrics, cpu), prefix, detailed=True)
 
 

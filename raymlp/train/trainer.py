@@ -22,6 +22,7 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from raymlp.config.schema import ModelConfig, TrainConfig
 from raymlp.data.features import FeaturePipeline
+from raymlp.train.feed import SplitBlocks
 from raymlp.train.loop import RunSettings, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,21 @@ def fit(
         seed=seed,
         metric=metric,
         mode=mode,
-        cache_data=_cache(train, train_rows, features.output_dim),
         train_rows=train_rows,
         use_gpu=use_gpu,
         backend=train.backend,
         measure_latency=measure_latency,
     )
+    blocks = None
+    if _cache(train, train_rows, features.output_dim):
+        blocks = {name: SplitBlocks.of(ds) for name, ds in datasets.items()}
+        datasets = {}  # the workers read the blocks themselves: no streaming split to set up
     loop_config = {
         "model": model.model_dump(mode="json"),
         "train": train.model_dump(mode="json"),
         "features": features.to_json(),
         "run": asdict(run),
+        "blocks": blocks,
     }
     scaling = ray.train.ScalingConfig(
         num_workers=train.num_workers,

@@ -1,5 +1,5 @@
-"""Training end to end on the session's Ray: regression and multiclass tasks, a worker killed
-mid-epoch, `--resume`, and a tampered checkpoint."""
+"""Training end to end on the session's Ray: regression and multiclass tasks, shards held in memory
+or streamed, a worker killed mid-epoch, `--resume`, and a tampered checkpoint."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import torch
 
 from conftest import QUICKSTART, REPO, example_generator, free_port
 from raymlp.config import load_config
 from raymlp.pipeline import run_pipeline
+from raymlp.train.feed import SplitBlocks
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +35,37 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 def latest_metrics(run_dir: Path) -> dict:
     return json.loads((latest_checkpoint(run_dir) / "metrics.json").read_text())
+
+
+def test_workers_read_their_shards_straight_from_the_blocks(ray_session):
+    import ray.data
+
+    rows = 1003  # uneven blocks, and a remainder over 3 workers
+    ds = ray.data.range(rows, override_num_blocks=7).map_batches(
+        lambda b: {"x": np.stack([b["id"], -b["id"]], axis=1).astype(np.float32), "y": b["id"] % 5}
+    ).materialize()
+    blocks = SplitBlocks.of(ds)
+    assert len(blocks.refs) > 1 and sum(blocks.rows) == rows
+
+    def shards(equal: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [blocks.read(blocks.shard(r, 3, equal=equal), torch.int64, torch.device("cpu")) for r in range(3)]
+
+    train = shards(equal=True)
+    assert [len(x) for x, _ in train] == [334] * 3  # the same number of steps on every worker
+    valid = shards(equal=False)
+    ids = torch.cat([x[:, 0] for x, _ in valid]).long()
+    assert sorted(ids.tolist()) == list(range(rows))  # every validation row, once
+    for x, y in train + valid:
+        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert torch.equal(x[:, 1], -x[:, 0]) and torch.equal(y, x[:, 0].long() % 5)  # rows stay whole
+
+
+def test_streamed_shards_train_too(ray_session, quickstart_data, tmp_path):
+    cfg = quickstart(quickstart_data, tmp_path, "train.epochs=2", "train.cache_data=never")
+    result = run_pipeline(cfg, ["data", "train"])
+
+    assert result.metrics["valid_accuracy"] > 0.6
+    assert [row["epoch"] for row in latest_metrics(result.run_dir)["history"]] == [1, 2]
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
