@@ -9,7 +9,7 @@ MLP's search space is wide on purpose, so that a bad value really hurts and a go
 `train.lr` log-uniform over 1e-5..0.3, `model.hidden_sizes` in {[32], [256, 256], [512, 512, 512]}
 (an epoch of the largest takes 5-10x the smallest's), `train.batch_size` in {64, 256, 1024},
 `model.dropout` in 0..0.5. The LR schedule and early stopping are off (constant LR, every epoch
-run), so that only ASHA stops trials. Epochs, not Ray Train's start-up (~35 s a trial here),
+run), so that only ASHA stops trials. Epochs, not Ray Train's start-up (~25-35 s a trial here),
 should dominate a trial, as they do where search is worth running; the tasks of the earlier runs
 did not: `--task digits` (the digits example's CNN on 1797 images, whose 6 epochs take ~3 s) and
 `--task churn` (the quickstart data, whose metric is flat: 17 of 24 pilot trials within 0.003 AUC).
