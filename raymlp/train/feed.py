@@ -5,7 +5,7 @@ materialized dataset: object references and row counts (`SplitBlocks`). Each wor
 of its shard with one `ray.get`, zero-copy from its node's object store, into two tensors on its
 device; every epoch is a seeded permutation of them, as a plain torch loop over in-memory tensors
 does. No Ray Data executor runs for it: handing Ray Train the datasets makes it start a
-`streaming_split` coordinator per split and a streaming executor per run, ~10 s of a run's start
+`streaming_split` coordinator per split and a streaming executor per run, ~9 s of a run's start
 on 2 cores, which every tune trial paid again. A split too large for memory streams from Ray Data
 every epoch instead (`StreamFeed`), paying per batch (Arrow to numpy to torch, through the object
 store).
