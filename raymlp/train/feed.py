@@ -13,7 +13,6 @@ store).
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,16 +67,13 @@ class SplitBlocks:
     def read(self, rows: range, target_dtype: torch.dtype, device: torch.device) -> Batch:
         """Columns `x` and `y` of `rows`, fetched from the object store in one call."""
         starts = list(itertools.accumulate(self.rows, initial=0))
-        first = max(0, bisect.bisect_right(starts, rows.start) - 1)
-        last = bisect.bisect_left(starts, rows.stop)
-        picked = range(first, min(last, len(self.refs)))
+        picked = [i for i in range(len(self.refs)) if starts[i] < rows.stop and starts[i + 1] > rows.start]
         xs, ys = [], []
         for i, block in zip(picked, ray.get([self.refs[i] for i in picked])):
             lo, hi = max(rows.start, starts[i]) - starts[i], min(rows.stop, starts[i + 1]) - starts[i]
-            if hi > lo:
-                accessor = BlockAccessor.for_block(BlockAccessor.for_block(block).slice(lo, hi, copy=False))
-                xs.append(accessor.to_numpy("x"))
-                ys.append(accessor.to_numpy("y"))
+            accessor = BlockAccessor.for_block(BlockAccessor.for_block(block).slice(lo, hi, copy=False))
+            xs.append(accessor.to_numpy("x"))
+            ys.append(accessor.to_numpy("y"))
         if not xs:
             raise ValueError(f"a worker's shard of a {sum(self.rows)}-row split is empty: use fewer workers")
         # The concatenation is this worker's own copy: blocks in the object store are read-only.
