@@ -124,7 +124,7 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from raymlp.jobs import job_client, job_spec
+    from raymlp.jobs import job_client, job_spec, submit
 
     spec = job_spec(
         Path(args.config),
@@ -135,9 +135,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         env_vars=dict(_key_value(e, "--env") for e in args.env),
     )
     client = job_client(args.address)
-    job_id = client.submit_job(
-        entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, metadata=spec.metadata, submission_id=args.job_id
-    )
+    job_id = submit(client, spec, args.job_id)
     print(f"submitted job {job_id}: {spec.entrypoint}  (files: {spec.runtime_env['working_dir']})")
     if args.no_wait:
         print(f"follow it with `raymlp job logs {job_id} --follow`")

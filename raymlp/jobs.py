@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Local outputs that have no business on the cluster (a run folder can hold GBs of checkpoints).
 UPLOAD_EXCLUDES = ["runs/", "mlruns/", ".venv/", "__pycache__/", ".git/"]
+# What Ray's jobs API answers (HTTP 500) while the head node's job agent has not registered yet.
+AGENT_NOT_READY = "No available agent to submit job"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,23 @@ def job_spec(
         runtime_env=runtime_env,
         metadata={"raymlp.pipeline": cfg.name},
     )
+
+
+def submit(client: JobSubmissionClient, spec: JobSpec, job_id: str | None = None, *, patience_s: float = 120) -> str:
+    """Submit `spec`; returns the job id. A head node that has just started answers "no available
+    agent, try again later" until its job agent registers (the dashboard waits only 10 s for it, and
+    on a busy small head that agent can take longer): that answer is retried for `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, metadata=spec.metadata, submission_id=job_id
+            )
+        except RuntimeError as e:  # Ray's client reports any HTTP error status this way
+            if AGENT_NOT_READY not in str(e) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: the head node's job agent is not up yet; submitting again", client.get_address())
+            time.sleep(2)
 
 
 def job_info(client: JobSubmissionClient, job_id: str) -> JobDetails:
