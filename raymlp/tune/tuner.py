@@ -15,17 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from raymlp.config.schema import TuneConfig
 from raymlp.train.trainer import TrainOutcome
 from raymlp.tune.space import build_param_space, decode_params
+from raymlp.tune.tpe import TPESearch
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +103,11 @@ def build_searcher(cfg: TuneConfig, seed: int, concurrency: int) -> Searcher | B
     generator (random, grid) holds the concurrency limit too: Tune ignores `max_concurrent_trials`
     for it, and would start every trial at once."""
     if cfg.searcher == "optuna":
-        metrics = [cfg.metric, *cfg.objectives]
+        # Optuna's own 10 random trials would leave a 16-trial search 6 guided ones.
+        startup = cfg.startup_trials or min(10, max(2, cfg.num_samples // 4))
         modes = [cfg.mode] + ["min"] * len(cfg.objectives)
-        if not cfg.objectives:
-            metrics, modes = metrics[0], modes[0]
-        return OptunaSearch(metric=metrics, mode=modes, sampler=tpe_sampler(cfg, seed))
+        return TPESearch([cfg.metric, *cfg.objectives], modes, seed=seed, startup_trials=startup)
     return BasicVariantGenerator(random_state=seed, max_concurrent=concurrency)
-
-
-def tpe_sampler(cfg: TuneConfig, seed: int) -> optuna.samplers.TPESampler:
-    """TPE sized to the budget, with a constant liar: a trial still running counts as a poor
-    result, so concurrent trials are not all drawn near the same promising point."""
-    startup = cfg.startup_trials or min(10, max(2, cfg.num_samples // 4))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def build_scheduler(cfg: TuneConfig, max_epochs: int) -> TrialScheduler:

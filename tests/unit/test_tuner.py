@@ -3,10 +3,11 @@
 import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
-from ray.tune.search.optuna import OptunaSearch
 
 from raymlp.config import ConfigError, parse_config
 from raymlp.config.schema import TuneConfig
+from raymlp.tune.space import build_param_space
+from raymlp.tune.tpe import TPESearch
 from raymlp.tune.tuner import build_scheduler, build_searcher, pareto_front
 
 BASE = {"name": "t", "data": {"path": "d", "label": "y"}}
@@ -18,9 +19,9 @@ def tune_config(**tune) -> TuneConfig:
 
 def test_multi_objective_optuna_keeps_every_metric_and_mode():
     searcher = build_searcher(tune_config(objectives=["model_params", "latency_ms"]), seed=0, concurrency=2)
-    assert isinstance(searcher, OptunaSearch)
-    assert searcher.metric == ["valid_accuracy", "model_params", "latency_ms"]
-    assert searcher.mode == ["max", "min", "min"]
+    assert isinstance(searcher, TPESearch)
+    assert searcher._metrics == ["valid_accuracy", "model_params", "latency_ms"]
+    assert searcher._directions == ["maximize", "minimize", "minimize"]
 
 
 @pytest.mark.parametrize(
@@ -28,9 +29,8 @@ def test_multi_objective_optuna_keeps_every_metric_and_mode():
     [({"num_samples": 16}, 4), ({"num_samples": 4}, 2), ({"num_samples": 200}, 10), ({"num_samples": 16, "startup_trials": 7}, 7)],
 )
 def test_tpe_samples_at_random_for_a_quarter_of_the_budget_then_models_it(tune, startup):
-    sampler = build_searcher(tune_config(**tune), seed=0, concurrency=2)._sampler
-    assert sampler._n_startup_trials == startup  # Optuna's default of 10 whatever the budget
-    assert sampler._constant_liar
+    searcher = build_searcher(tune_config(**tune), seed=0, concurrency=2)
+    assert searcher._startup_trials == startup  # Optuna's default of 10 whatever the budget
 
 
 @pytest.mark.parametrize("searcher", ["random", "grid"])
