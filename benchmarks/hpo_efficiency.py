@@ -41,9 +41,10 @@ Ray gets the environment raymlp gives its embedded Ray: the state API pointed at
 (`RAY_API_SERVER_ADDRESS`), so that the placement groups of trials that Tune stops are freed even
 when another Ray runs on the machine, and Ray Train's preemption watcher off.
 
-Also measured, with Ray Tune alone (not raymlp): Tune's per-trial overhead with OptunaSearch against
+Also measured, with Ray Tune alone (no training): Tune's per-trial overhead with Ray's OptunaSearch
+and with raymlp's TPESearch (which rebuilds an in-memory study at every suggestion) against
 BasicVariantGenerator, 100 trials of a trivial function (one report, then return) at the same
-concurrency over the same tiny space; the time Optuna's own calls take is timed apart.
+concurrency over the same tiny space; the time the searchers' own calls take is timed apart.
 Prints and saves JSON under benchmarks/results/.
 """
 
@@ -63,7 +64,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 from ray import tune
-from ray.tune.search import BasicVariantGenerator
+from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from machine import describe
@@ -76,6 +77,7 @@ from raymlp.lifecycle.tracking import configure_tracking, pipeline_run
 from raymlp.pipeline import _tune
 from raymlp.runtime import EMBEDDED_TRAIN_ENV, free_ports, state_api_env
 from raymlp.tune.space import decode_params
+from raymlp.tune.tpe import TPESearch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -266,32 +268,37 @@ def median_of(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def overhead(trials: int, concurrency: int, repeats: int, storage: str) -> dict[str, Any]:
-    """Tune alone: a trivial trainable under OptunaSearch and under BasicVariantGenerator."""
+    """Tune alone: a trivial trainable under OptunaSearch, raymlp's TPESearch and
+    BasicVariantGenerator."""
 
     def trivial(config: dict[str, Any]) -> None:
         tune.report({"score": config["x"] + config["y"]})
 
     spent = {"s": 0.0}
 
-    class TimedOptuna(OptunaSearch):
-        """Adds up the time Optuna's own calls take (ask, report, tell), to tell TPE from Tune."""
+    def timed(searcher: type[Searcher]) -> type[Searcher]:
+        """Adds up the time the searcher's own calls take (TPE's ask, report, tell), to tell them
+        from Tune's."""
 
-        def suggest(self, trial_id):
-            t = time.perf_counter()
-            try:
-                return super().suggest(trial_id)
-            finally:
+        class Timed(searcher):
+            def suggest(self, trial_id):
+                t = time.perf_counter()
+                try:
+                    return super().suggest(trial_id)
+                finally:
+                    spent["s"] += time.perf_counter() - t
+
+            def on_trial_result(self, trial_id, result):
+                t = time.perf_counter()
+                super().on_trial_result(trial_id, result)
                 spent["s"] += time.perf_counter() - t
 
-        def on_trial_result(self, trial_id, result):
-            t = time.perf_counter()
-            super().on_trial_result(trial_id, result)
-            spent["s"] += time.perf_counter() - t
+            def on_trial_complete(self, trial_id, result=None, error=False):
+                t = time.perf_counter()
+                super().on_trial_complete(trial_id, result, error)
+                spent["s"] += time.perf_counter() - t
 
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            t = time.perf_counter()
-            super().on_trial_complete(trial_id, result, error)
-            spent["s"] += time.perf_counter() - t
+        return Timed
 
     # Both limited to `concurrency` trials in flight (a Searcher through Tune's ConcurrencyLimiter,
     # the generator by its own max_concurrent). `random_unlimited` is Tune's default: every trial
@@ -299,7 +306,8 @@ def overhead(trials: int, concurrency: int, repeats: int, storage: str) -> dict[
     # trial while others still run, which a concurrency limit does not allow.
     searchers = {
         "random": lambda: BasicVariantGenerator(random_state=0, max_concurrent=concurrency),
-        "optuna": lambda: TimedOptuna(metric="score", mode="max", seed=0),
+        "optuna": lambda: timed(OptunaSearch)(metric="score", mode="max", seed=0),
+        "raymlp_tpe": lambda: timed(TPESearch)(["score"], ["max"], seed=0, startup_trials=10),
         "random_unlimited": lambda: BasicVariantGenerator(random_state=0),
     }
 
@@ -316,8 +324,8 @@ def overhead(trials: int, concurrency: int, repeats: int, storage: str) -> dict[
         grid = tuner_.fit()
         wall = time.perf_counter() - t
         run = {"wall_s": round(wall, 2), "s_per_trial": round(wall / n, 3), "errors": len(grid.errors)}
-        if name == "optuna":
-            run["optuna_calls_s"] = round(spent["s"], 3)
+        if name in ("optuna", "raymlp_tpe"):
+            run["searcher_calls_s"] = round(spent["s"], 3)
         return run
 
     for name in searchers:  # warm Ray's worker pool and imports; not recorded
@@ -335,6 +343,7 @@ def overhead(trials: int, concurrency: int, repeats: int, storage: str) -> dict[
         "median_s_per_trial": median,
         "optuna_extra_s_per_trial": round(median["optuna"] - median["random"], 3),
         "optuna_over_random": round(median["optuna"] / median["random"], 2),
+        "raymlp_tpe_over_random": round(median["raymlp_tpe"] / median["random"], 2),
     }
 
 

@@ -6,7 +6,6 @@ from ray.tune.search import BasicVariantGenerator
 
 from raymlp.config import ConfigError, parse_config
 from raymlp.config.schema import TuneConfig
-from raymlp.tune.space import build_param_space
 from raymlp.tune.tpe import TPESearch
 from raymlp.tune.tuner import build_scheduler, build_searcher, pareto_front
 
