@@ -68,9 +68,7 @@ class TPESearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """A failed trial, or one that never reported, is forgotten, as Optuna's TPE ignores
         failed trials; otherwise the trial keeps its last values."""
-        values = self._values(result or {})
-        if values:
-            self._latest[trial_id] = values
+        self.on_trial_result(trial_id, result or {})
         if error or trial_id not in self._latest:
             self._params.pop(trial_id, None)
             self._latest.pop(trial_id, None)
