@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def serve_ingress_env(ingress: str) -> dict[str, str]:
     state = tempfile.mkdtemp(prefix="hap", dir="/tmp")
     atexit.register(shutil.rmtree, state, ignore_errors=True)
     stats, metrics, fallback_http, fallback_grpc = free_ports(4)
-    return {
+    env = {
         SERVE_HAPROXY: "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
@@ -114,6 +115,14 @@ def serve_ingress_env(ingress: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
         "RAY_SERVE_HAPROXY_RETRIES": "6",
     }
+    # HAProxy can replay only a request it held whole: raymlp-haproxy has it read the body first
+    # (serve/haproxy.py). It is installed beside this Python, on PATH only in an activated venv.
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    if buffering := shutil.which("raymlp-haproxy", path=search):
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = buffering
+    else:
+        log.warning("raymlp-haproxy is not installed (reinstall raymlp): a request in flight on a replica that dies may be lost")
+    return env
 
 
 def _haproxy_installed() -> bool:

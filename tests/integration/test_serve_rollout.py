@@ -112,9 +112,9 @@ def test_moving_the_alias_rolls_the_app_over_with_zero_failed_requests(registry)
 
 @pytest.mark.parametrize("topology, deployment", [("split", "model"), ("fused", "Gateway")])
 def test_a_killed_model_replica_comes_back_and_split_loses_no_request(registry, topology, deployment):
-    """Split: the gateway retries a call whose model replica died. Fused: HAProxy replays what it
-    can of the requests in flight on the dead replica; the rest fail (it answers 500 or closes the
-    connection without an answer), and no others."""
+    """Split: the gateway retries a call whose model replica died. Fused: HAProxy replays a
+    request in flight on the dead replica, but not one whose answer the replica had begun to send:
+    that one is cut short (1 in 24 kills here), and no other fails."""
     cfg, target = registry
     url = start(cfg, target, num_replicas=2, topology=topology)
     replicas = replica_actors(deployment)
@@ -140,8 +140,8 @@ def test_a_killed_model_replica_comes_back_and_split_loses_no_request(registry, 
     if topology == "split":
         assert load.failures() == []
     else:
-        assert len(load.failures()) <= len(load.threads)
-        assert all(status == 500 or "RemoteDisconnected" in str(status) for status, _ in load.failures())
+        assert len(load.failures()) <= 1
+        assert all("IncompleteRead" in str(status) for status, _ in load.failures())
     assert recovered is not None
     assert len(load.answers) > 50
 
