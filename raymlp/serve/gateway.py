@@ -16,7 +16,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic_core import to_json
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
@@ -125,9 +126,11 @@ class Gateway:
         api.add_exception_handler(BackPressureError, _model_queue_full)
         api.add_exception_handler(Exception, _internal_error)
 
+        # The answer is built here, so FastAPI's check of it against PredictResponse (which stays
+        # for the OpenAPI schema) would only cost time: 2 ms of a 1,024-row request.
         @api.post("/predict", response_model=PredictResponse)
-        async def predict(body: request_model) -> dict[str, Any]:
-            return await self.route([row.model_dump() for row in body.rows])
+        async def predict(body: request_model) -> Response:
+            return Response(to_json(await self.route(body.rows)), media_type="application/json")
 
         @api.get("/healthz")
         def healthz() -> dict[str, str]:

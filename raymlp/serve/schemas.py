@@ -5,12 +5,16 @@ accepted and treated as missing values were during training (imputed, or encoded
 Timestamps must parse as ISO-8601, so a malformed one is a 422 too. Text must be encodable as
 UTF-8: JSON lets a lone surrogate escape ("\\ud800") through, and the feature transform cannot
 encode it (a 500 before this check).
+
+A row validates into a plain dict (a TypedDict), which is what the replica reads: a model instance
+per row would cost a `model_dump` per row on top of validating it (1 ms of a 1,024-row request).
 """
 
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from typing_extensions import TypedDict
 
 from raymlp.data.features import FeaturePipeline
 
@@ -49,20 +53,22 @@ class PredictResponse(BaseModel):
 
 
 def make_request_model(features: FeaturePipeline, max_rows: int) -> type[BaseModel]:
-    """`{"rows": [{feature: value, ...}, ...]}` with one typed, required field per raw input column."""
+    """`{"rows": [{feature: value, ...}, ...]}` with one typed, required field per raw input column;
+    `rows` validates into a list of dicts."""
     numbers = set(features.numeric_inputs)
     times = {d.name for d in features.datetime}
     categories = {f.name: f.categories for f in features.categorical}
     fields: dict[str, Any] = {}
     for name in features.input_columns:
         if name in numbers:
-            fields[name] = (FiniteFloat | None, ...)
+            fields[name] = FiniteFloat | None
         elif name in times:
-            fields[name] = (datetime | None, Field(..., description="ISO-8601 timestamp; without an offset, UTC"))
+            fields[name] = Annotated[datetime | None, Field(description="ISO-8601 timestamp; without an offset, UTC")]
         else:
             known = f"one of {categories[name][:10]}; others encode as unknown" if name in categories else "text"
-            fields[name] = (Text | None, Field(..., description=known))
-    row = create_model("Row", __config__=ConfigDict(extra="forbid"), **fields)
+            fields[name] = Annotated[Text | None, Field(description=known)]
+    row = TypedDict("Row", fields)  # every key required (total), null allowed
+    row.__pydantic_config__ = ConfigDict(extra="forbid")
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
