@@ -461,11 +461,10 @@ class ServeConfig(Section):
     """Where the models run. `split`: HTTP replicas (`Gateway`) call model replicas (`model`,
     `canary`) through Serve handles, and retry a call whose model replica died, so a replica's
     death costs no request, whatever the client; the model replicas scale apart from the HTTP
-    ones. `fused`: each HTTP replica holds the models and batches in process: one hop, 2.5x
-    split's single-row throughput on 2 cores (benchmarks/serve_load.py); a request in flight on a
+    ones. `fused`: each HTTP replica holds the models and batches in process: one hop, 6x split's
+    single-row throughput on 2 cores (benchmarks/serve_load.py); a request in flight on a
     fused replica that dies is replayed by HAProxy (as an embedded Ray sets it up) unless the
-    replica had begun its answer or the request is over HAProxy's 16 KiB buffer (here 1 request
-    in 24 kills was lost)."""
+    request is over HAProxy's 16 KiB buffer (none lost in 24 kills: benchmarks/replica_kills.py)."""
     num_replicas: PositiveInt | tuple[NonNegativeInt, PositiveInt] = 1
     """Model replicas (fused: the HTTP replicas that hold them): a number, or `[min, max]` for
     autoscaling between them (min 0 scales to zero when idle; the first request then waits for a
