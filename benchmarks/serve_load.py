@@ -55,6 +55,7 @@ import psutil
 import ray
 import requests
 import torch
+from mlflow.entities.model_registry import ModelVersion
 from ray import serve
 
 from machine import describe
@@ -738,8 +739,8 @@ def main() -> None:
     print(f"saved {args.out}")
 
 
-def precisions(bench: Bench, port: int, base: list[str], tuned: list[str], key: str, version, dst: Path,
-               width: int) -> dict[str, Any]:  # fmt: skip
+def precisions(bench: Bench, port: int, base: list[str], tuned: list[str], key: str, version: ModelVersion,
+               dst: Path, width: int) -> dict[str, Any]:  # fmt: skip
     """int8 against fp32 with 1,024-row requests, on the tuned settings: through raymlp
     (`serve.precision` forced) and in process (the ceiling, one thread), for one model width."""
     out: dict[str, Any] = {"hidden_width": width, "overrides": tuned,

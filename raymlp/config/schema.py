@@ -461,7 +461,7 @@ class ServeConfig(Section):
     """Where the models run. `split`: HTTP replicas (`Gateway`) call model replicas (`model`,
     `canary`) through Serve handles, and retry a call whose model replica died, so a replica's
     death costs no request, whatever the client; the model replicas scale apart from the HTTP
-    ones. `fused`: each HTTP replica holds the models and batches in process: one hop, 6x split's
+    ones. `fused`: each HTTP replica holds the models and batches in process: one hop, 3.5-6x split's
     single-row throughput on 2 cores (benchmarks/serve_load.py); a request in flight on a
     fused replica that dies is replayed by HAProxy (as an embedded Ray sets it up) unless the
     request is over HAProxy's 16 KiB buffer (none lost in 24 kills: benchmarks/replica_kills.py)."""
