@@ -17,6 +17,7 @@ from raymlp.config import load_config
 from raymlp.config.schema import ServeConfig
 from raymlp.lifecycle.registry import crown
 from raymlp.serve.app import build_model_app, deploy
+from raymlp.serve.client import PredictError, predict
 
 from conftest import QUICKSTART, copy_registry, free_port, tiny_overrides
 
@@ -47,19 +48,21 @@ def start(cfg, target, **serve_overrides) -> str:
 
 
 class Load:
-    """`clients` threads posting one row each, back to back, until stopped; every answer recorded."""
+    """`clients` threads posting one row each through raymlp's client, back to back, until stopped;
+    every answer recorded. `retries=0`: every broken connection counts as a failure."""
 
-    def __init__(self, url: str, clients: int = 4):
-        self.url, self.answers, self.stop = f"{url}/predict", [], threading.Event()
+    def __init__(self, url: str, clients: int = 4, retries: int = 0):
+        self.url, self.retries, self.answers, self.stop = url, retries, [], threading.Event()
         self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
 
     def client(self) -> None:
         with requests.Session() as session:
             while not self.stop.is_set():
                 try:
-                    response = session.post(self.url, json={"rows": [ROW]}, timeout=30)
-                    version = response.json().get("version") if response.ok else None
-                    self.answers.append((response.status_code, version))
+                    answer = predict(self.url, [ROW], retries=self.retries, session=session)
+                    self.answers.append((200, answer["version"]))
+                except PredictError as e:
+                    self.answers.append((e.status, None))
                 except requests.RequestException as e:
                     self.answers.append((repr(e), None))  # the whole error, for the assertion message
 
@@ -110,17 +113,18 @@ def test_moving_the_alias_rolls_the_app_over_with_zero_failed_requests(registry)
     assert {v for _, v in load.answers} == {"1", "2"} and load.answers[-1][1] == "2"
 
 
-@pytest.mark.parametrize("topology, deployment", [("split", "model"), ("fused", "Gateway")])
-def test_a_killed_model_replica_comes_back_and_loses_no_request(registry, topology, deployment):
-    """Split: the gateway retries a call whose model replica died. Fused: HAProxy replays a
-    request in flight on the dead replica (it reads each request whole first: serve/haproxy.py),
-    and a replica writes an answer's headers and body back to back (app.REPLICA_ENV), so none is
-    cut short between them."""
+@pytest.mark.parametrize("topology, deployment, client_retries", [("split", "model", 0), ("fused", "Gateway", 2)])
+def test_a_killed_model_replica_comes_back_and_loses_no_request(registry, topology, deployment, client_retries):
+    """Split: the gateway retries a call whose model replica died, so a client that never retries
+    loses nothing. Fused: HAProxy replays a request in flight on the dead replica (it reads each
+    request whole first: serve/haproxy.py), but not an answer whose headers it has forwarded: a
+    replica killed between writing an answer's headers and its body (a rare gap, app.REPLICA_ENV)
+    cuts it short, and raymlp's client replays it."""
     cfg, target = registry
     url = start(cfg, target, num_replicas=2, topology=topology)
     replicas = replica_actors(deployment)
     assert len(replicas) == 2
-    with Load(url) as load:
+    with Load(url, retries=client_retries) as load:
         time.sleep(2)
         killed = replicas[0]["name"]
         ray.kill(ray.get_actor(killed, namespace=replicas[0]["namespace"]), no_restart=True)
