@@ -7,10 +7,9 @@ scraped.
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
 from typing import Any
 
+import numpy as np
 from ray.util import metrics
 
 LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
@@ -64,16 +63,32 @@ class BatchMetrics:
             tag_keys=(*keys, "bin"),
         )  # fmt: skip
 
-    def observe(self, requests: int, predictions: list[dict[str, Any]], seconds: float, center: float, scale: float) -> None:
-        self.rows.inc(len(predictions), tags=self.tags)
-        self.batch_rows.observe(len(predictions), tags=self.tags)
+    def observe(self, requests: int, predicted: np.ndarray, regression: bool, seconds: float, center: float,
+                scale: float) -> None:  # fmt: skip
+        """`predicted`: a batch's labels, or its regression values in the label's units."""
+        self.rows.inc(len(predicted), tags=self.tags)
+        self.batch_rows.observe(len(predicted), tags=self.tags)
         self.batch_requests.observe(requests, tags=self.tags)
         self.latency.observe(seconds, tags=self.tags)
-        for label, count in Counter(str(p["label"]) for p in predictions if "label" in p).items():
-            self.labels.inc(count, tags={**self.tags, "label": label})
-        values = [(p["value"] - center) / scale for p in predictions if "value" in p]
-        for index, count in Counter(bisect.bisect(Z_EDGES, z) for z in values).items():
-            self.values.inc(count, tags={**self.tags, "bin": Z_BINS[index]})
+        if regression:
+            for z_bin, count in value_bins(predicted, center, scale).items():
+                self.values.inc(count, tags={**self.tags, "bin": z_bin})
+        else:
+            for label, count in label_counts(predicted).items():
+                self.labels.inc(count, tags={**self.tags, "label": label})
+
+
+def label_counts(labels: np.ndarray) -> dict[str, int]:
+    """Rows per predicted label, the label as text."""
+    found, counts = np.unique(labels, return_counts=True)
+    return {str(label): int(count) for label, count in zip(found.tolist(), counts.tolist())}
+
+
+def value_bins(values: np.ndarray, center: float, scale: float) -> dict[str, int]:
+    """Rows per bin of standard units (`Z_BINS`) of the training label."""
+    index = np.searchsorted(Z_EDGES, (np.asarray(values, dtype=np.float64) - center) / scale, side="right")
+    found, counts = np.unique(index, return_counts=True)
+    return {Z_BINS[i]: int(count) for i, count in zip(found.tolist(), counts.tolist())}
 
 
 class ShadowMetrics:

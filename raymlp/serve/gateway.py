@@ -28,7 +28,7 @@ from raymlp.data.features import FeaturePipeline
 from raymlp.monitor.metrics import HttpMetrics, ShadowMetrics
 from raymlp.serve.access import AccessLog
 from raymlp.serve.model import ModelReplica, ModelSource, ReplicaSettings
-from raymlp.serve.schemas import PredictResponse, make_request_model
+from raymlp.serve.schemas import PredictResponse, make_columns_model, make_request_model
 from raymlp.serve.security import GuardSettings, RequestGuard
 
 log = logging.getLogger("ray.serve")
@@ -36,6 +36,8 @@ log = logging.getLogger("ray.serve")
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 MAX_ERRORS = 20
 """Validation errors listed in a 422; the rest are counted."""
+Columns = dict[str, list[Any]]
+"""Validated input columns, one value per row: what a model predicts from, whichever form a request came in."""
 
 
 class ModelUnavailable(Exception):
@@ -66,8 +68,8 @@ class RemoteModel:
     def __init__(self, handle: DeploymentHandle, retries: int):
         self.handle, self.retries = handle, retries
 
-    async def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self._call(lambda: self.handle.predict.remote(rows))
+    async def predict(self, columns: Columns) -> dict[str, Any]:
+        return await self._call(lambda: self.handle.predict.remote(columns))
 
     async def version(self) -> dict[str, Any]:
         return await self._call(lambda: self.handle.version.remote())
@@ -146,6 +148,8 @@ class Gateway:
     def __serve_build_asgi_app__(self) -> FastAPI:
         s = self.settings
         request_model = make_request_model(self.features, s.max_rows)
+        columns_model = make_columns_model(self.features, s.max_rows)
+        inputs = self.features.input_columns
         canary = f"; {s.canary_percent:g}% canary v{s.canary_version}" if s.canary_percent else ""
         api = FastAPI(
             title=f"raymlp: {s.model_name} v{s.version}{canary}",
@@ -161,7 +165,13 @@ class Gateway:
         # for the OpenAPI schema) would only cost time: 2 ms of a 1,024-row request.
         @api.post("/predict", response_model=PredictResponse)
         async def predict(body: request_model) -> Response:
-            return Response(to_json(await self.route(body.rows)), media_type="application/json")
+            """One prediction per row, in order."""
+            return await self.answer({name: [row[name] for row in body.rows] for name in inputs})
+
+        @api.post("/predict/columns", response_model=PredictResponse)
+        async def predict_columns(body: columns_model) -> Response:
+            """The same from one list of values per feature: the cheaper form for many rows."""
+            return await self.answer(body.columns)
 
         @api.get("/healthz")
         def healthz() -> dict[str, str]:
@@ -183,20 +193,23 @@ class Gateway:
         api.add_middleware(AccessLog, metrics=metrics, routes=frozenset(r.path for r in api.routes))
         return api
 
-    async def route(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    async def answer(self, columns: Columns) -> Response:
+        return Response(to_json(await self.route(columns)), media_type="application/json")
+
+    async def route(self, columns: Columns) -> dict[str, Any]:
         s = self.settings
         use_canary = self.canary is not None and self.random.random() * 100 < s.canary_percent
-        answer = await (self.canary if use_canary else self.primary).predict(rows)
+        answer = await (self.canary if use_canary else self.primary).predict(columns)
         if self.shadow_metrics is not None:
-            task = asyncio.create_task(self._shadow(rows, answer["predictions"]))
+            task = asyncio.create_task(self._shadow(columns, answer["predictions"]))
             self.shadow_tasks.add(task)  # a task nobody references can be garbage-collected mid-flight
             task.add_done_callback(self.shadow_tasks.discard)
         return {"model": s.model_name, **answer}
 
-    async def _shadow(self, rows: list[dict[str, Any]], served: list[dict[str, Any]]) -> None:
+    async def _shadow(self, columns: Columns, served: list[dict[str, Any]]) -> None:
         """The canary answers a copy of the request; its answer is only measured, never returned."""
         try:
-            answer = await self.canary.predict(rows)
+            answer = await self.canary.predict(columns)
         except ModelUnavailable:
             self.shadow_metrics.failed()
             return

@@ -75,14 +75,18 @@ def prediction_names(features: FeaturePipeline) -> list[str]:
 
 
 def predict_rows(model: LoadedModel, columns: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """`predict_columns` as one JSON-ready prediction per row: the label and every class's
-    probability (rounded to 6 places), or the value in the label's units."""
-    predicted = predict_columns(model, columns)
-    if model.features.task == "regression":
+    """`predict_columns` as one JSON-ready prediction per row."""
+    return prediction_rows(model.features, predict_columns(model, columns))
+
+
+def prediction_rows(features: FeaturePipeline, predicted: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """`predict_columns`' columns as rows: the label and every class's probability (rounded to 6
+    places), or the value in the label's units."""
+    if features.task == "regression":
         return [{"value": v} for v in predicted[PREDICTION].astype(np.float64).tolist()]
     # Rounded and converted to Python numbers column-wise: per value, rounding and float() took
     # more time than the forward pass of a 1,024-row batch.
-    classes = model.features.classes
+    classes = features.classes
     names = [str(c) for c in classes]
     probs = np.stack([predicted[f"{PROB_PREFIX}{c}"] for c in classes], axis=1).astype(np.float64)
     return [
@@ -142,7 +146,7 @@ class ModelReplica:
         self.model, self.precision = load_served_model(version, source.precision)
         self.source = source
         self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
-        # `predict(rows)` batches: a queue per instance, since `serve.batch` on a method keeps one
+        # `predict(columns)` batches: a queue per instance, since `serve.batch` on a method keeps one
         # for the class and a fused gateway holds two versions (served and canary) in one process.
         batch = serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)
         self.predict = batch(self._predict_batch)
@@ -150,20 +154,21 @@ class ModelReplica:
     async def version(self) -> dict[str, Any]:
         return {"version": self.source.version, "precision": self.precision}
 
-    async def _predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Concurrent requests (each a list of validated rows) share one forward pass."""
+    async def _predict_batch(self, requests: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+        """Concurrent requests (each validated columns: name -> one value per row) share one forward pass."""
         start = time.perf_counter()
-        rows = [row for request in requests for row in request]
-        columns = {name: [row[name] for row in rows] for name in self.model.features.input_columns}
-        predictions = predict_rows(self.model, columns)
+        names = self.model.features.input_columns
+        columns = requests[0] if len(requests) == 1 else {n: [v for r in requests for v in r[n]] for n in names}
+        predicted = predict_columns(self.model, columns)
+        features = self.model.features
         if self.metrics:
-            features = self.model.features
-            self.metrics.observe(
-                len(requests), predictions, time.perf_counter() - start, features.label_center, features.label_scale
-            )
+            self.metrics.observe(len(requests), predicted[PREDICTION], features.task == "regression",
+                                 time.perf_counter() - start, features.label_center, features.label_scale)  # fmt: skip
+        predictions = prediction_rows(features, predicted)
         answers, at = [], 0
         for request in requests:
+            rows = len(request[names[0]])
             answers.append({"version": self.source.version, "precision": self.precision,
-                            "predictions": predictions[at : at + len(request)]})  # fmt: skip
-            at += len(request)
+                            "predictions": predictions[at : at + rows]})  # fmt: skip
+            at += rows
         return answers

@@ -95,6 +95,34 @@ def test_http_predicts_raw_rows_and_reports_the_version(quickstart):
     assert set(ROW) <= set(schema["components"]["schemas"]["Row"]["properties"])
 
 
+def test_columns_get_the_same_predictions_as_rows(quickstart):
+    _, result = quickstart
+    rows = [ROW, {**ROW, "plan": "premium", "age": None}, {**ROW, "region": "nowhere", "tenure_months": 40.0}]
+    by_rows = requests.post(f"{result.endpoint}/predict", json={"rows": rows}, headers=auth(result), timeout=30)
+    columns = {name: [row[name] for row in rows] for name in ROW}
+    by_columns = requests.post(f"{result.endpoint}/predict/columns", json={"columns": columns}, headers=auth(result), timeout=30)
+    assert by_rows.status_code == by_columns.status_code == 200, by_columns.text
+    assert by_columns.json() == by_rows.json() and len(by_columns.json()["predictions"]) == 3
+
+
+@pytest.mark.parametrize(
+    "columns, field",
+    [
+        ({**{k: [v] for k, v in ROW.items()}, "age": [30, 31]}, "body"),  # lengths differ
+        ({**{k: [v] for k, v in ROW.items()}, "plan": ["\ud800"]}, "body.columns.plan"),
+        ({k: [v] for k, v in ROW.items() if k != "age"}, "body.columns.age"),
+        ({**{k: [v] for k, v in ROW.items()}, "age": ["old"]}, "body.columns.age.0"),
+        ({k: [] for k in ROW}, "body.columns.age"),
+    ],
+)
+def test_malformed_columns_get_422_naming_the_problem(quickstart, columns, field):
+    _, result = quickstart
+    response = requests.post(f"{result.endpoint}/predict/columns", data=json.dumps({"columns": columns}),
+                             headers={"content-type": "application/json", **auth(result)}, timeout=30)  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert any(e["field"] == field for e in response.json()["detail"]), response.json()
+
+
 @pytest.mark.parametrize(
     "raw_body, field",
     [

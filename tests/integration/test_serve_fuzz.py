@@ -76,13 +76,14 @@ def replica_processes(ray, gcs_address: str) -> dict[str, tuple[str, int, int]]:
 
 
 def test_schema_generated_requests_never_get_a_server_error(served):
-    """Bodies generated from the live app's /openapi.json for POST /predict, valid and invalid
-    (schemathesis' positive and negative modes). Its `from_fixture` pytest loader fails under
-    pytest 9.2 (it sets `Function._nodeid`), so the operation's Hypothesis strategy is used directly."""
+    """Bodies generated from the live app's /openapi.json for POST /predict and /predict/columns,
+    valid and invalid (schemathesis' positive and negative modes). Its `from_fixture` pytest loader
+    fails under pytest 9.2 (it sets `Function._nodeid`), so the operations' Hypothesis strategies
+    are used directly."""
     _, result = served
     schema = schemathesis.openapi.from_url(f"{result.endpoint}/openapi.json", headers=auth(result), timeout=30)
-    operation = schema["/predict"]["POST"]
-    cases = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in GenerationMode))
+    operations = [schema[path]["POST"] for path in ("/predict", "/predict/columns")]
+    cases = st.one_of(*(op.as_strategy(generation_mode=mode) for op in operations for mode in GenerationMode))
     statuses: Counter[int] = Counter()
 
     @settings(

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from raymlp.serve.schemas import make_request_model
+from raymlp.serve.schemas import make_columns_model, make_request_model
 
 from test_features import PIPELINE
 
@@ -29,3 +29,30 @@ def test_bad_rows_name_the_field(body, field):
     with pytest.raises(ValidationError) as info:
         Request.model_validate(body)
     assert field in [e["loc"] for e in info.value.errors()]
+
+
+Columns = make_columns_model(PIPELINE, max_rows=2)
+
+
+def test_columns_validate_into_lists_with_nulls_kept():
+    body = Columns.model_validate({"columns": {"a": [1.5, None], "c": ["x", None]}})
+    assert body.columns == {"a": [1.5, None], "c": ["x", None]}
+
+
+@pytest.mark.parametrize(
+    "columns, field, message",
+    [
+        ({"a": [1.0], "c": ["x", "y"]}, (), "differ in length"),
+        ({"a": [float("nan")], "c": ["x"]}, ("columns", "a", 0), "finite"),
+        ({"a": [1.0], "c": ["\ud800"]}, ("columns", "c"), "value 0: text is not valid Unicode"),
+        ({"a": [1.0], "c": ["x"], "z": [1]}, ("columns", "z"), "Extra"),
+        ({"a": [1.0]}, ("columns", "c"), "required"),
+        ({"a": [], "c": []}, ("columns", "a"), "at least 1"),
+        ({"a": [1.0] * 3, "c": ["x"] * 3}, ("columns", "a"), "at most 2"),
+    ],
+)
+def test_bad_columns_name_the_field(columns, field, message):
+    with pytest.raises(ValidationError) as info:
+        Columns.model_validate({"columns": columns})
+    errors = {e["loc"]: e["msg"] for e in info.value.errors()}
+    assert field in errors and message in errors[field], errors
