@@ -157,10 +157,10 @@ class ModelReplica:
     async def _predict_batch(self, requests: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
         """Concurrent requests (each validated columns: name -> one value per row) share one forward pass."""
         start = time.perf_counter()
-        names = self.model.features.input_columns
+        features = self.model.features
+        names = features.input_columns
         columns = requests[0] if len(requests) == 1 else {n: [v for r in requests for v in r[n]] for n in names}
         predicted = predict_columns(self.model, columns)
-        features = self.model.features
         if self.metrics:
             self.metrics.observe(len(requests), predicted[PREDICTION], features.task == "regression",
                                  time.perf_counter() - start, features.label_center, features.label_scale)  # fmt: skip
