@@ -27,7 +27,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from raymlp.data.features import FeaturePipeline
 from raymlp.monitor.metrics import HttpMetrics, ShadowMetrics
 from raymlp.serve.access import AccessLog
-from raymlp.serve.model import ModelReplica, ModelSource, ReplicaSettings
+from raymlp.serve.model import Columns, ModelReplica, ModelSource, ReplicaSettings
 from raymlp.serve.schemas import PredictResponse, make_columns_model, make_request_model
 from raymlp.serve.security import GuardSettings, RequestGuard
 
@@ -36,8 +36,6 @@ log = logging.getLogger("ray.serve")
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 MAX_ERRORS = 20
 """Validation errors listed in a 422; the rest are counted."""
-Columns = dict[str, list[Any]]
-"""Validated input columns, one value per row: what a model predicts from, whichever form a request came in."""
 
 
 class ModelUnavailable(Exception):

@@ -49,6 +49,9 @@ class ReplicaSettings:
     export_metrics: bool
 
 
+Columns = dict[str, list[Any]]
+"""Validated input columns, one value per row: what a replica predicts from, whichever form a request came in."""
+
 PREDICTION = "prediction"
 PROB_PREFIX = "prob_"
 
@@ -154,7 +157,7 @@ class ModelReplica:
     async def version(self) -> dict[str, Any]:
         return {"version": self.source.version, "precision": self.precision}
 
-    async def _predict_batch(self, requests: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    async def _predict_batch(self, requests: list[Columns]) -> list[dict[str, Any]]:
         """Concurrent requests (each validated columns: name -> one value per row) share one forward pass."""
         start = time.perf_counter()
         features = self.model.features
