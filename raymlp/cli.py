@@ -96,6 +96,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    import pyarrow.csv
+    import pyarrow.json
+    import pyarrow.parquet
+
+    from raymlp.serve.client import PredictError, send_feedback
+
+    path = Path(args.labels)
+    readers = {".parquet": pyarrow.parquet.read_table, ".csv": pyarrow.csv.read_csv, ".jsonl": pyarrow.json.read_json}
+    if path.suffix not in readers:
+        raise ValueError(f"--labels: {path.name} is not .parquet, .csv or .jsonl")
+    table = readers[path.suffix](path)
+    missing = [c for c in (args.id_column, args.label_column) if c not in table.column_names]
+    if missing:
+        raise ValueError(f"--labels: {path.name} lacks columns {missing}; it has {table.column_names}")
+    grouped: dict[str, list] = {}  # a request's rows in file order
+    for request_id, label in zip(table[args.id_column].to_pylist(), table[args.label_column].to_pylist()):
+        grouped.setdefault(str(request_id), []).append(label)
+    try:
+        result = send_feedback(args.url, [{"request_id": k, "labels": v} for k, v in grouped.items()], api_key=args.api_key)
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{result['joined_rows']} label rows joined; {len(result['unknown_request_ids'])} request ids unknown or "
+          f"too old, {len(result['mismatched_request_ids'])} with another number of rows")  # fmt: skip
+    print(json.dumps(result["live"], indent=2))
+    return 0
+
+
 def cmd_predict_batch(args: argparse.Namespace) -> int:
     from raymlp.lifecycle.tracking import configure_tracking
     from raymlp.runtime import init_ray, shutdown_ray
@@ -121,6 +150,40 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
     print(report.summary())
     shutdown_ray(runtime)
     return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from raymlp.lifecycle.tracking import configure_tracking
+    from raymlp.monitor.drift_check import check_drift, log_drift
+    from raymlp.runtime import init_ray, shutdown_ray
+
+    cfg = load_config(args.config, args.set)
+    runtime = init_ray(cfg.runtime)
+    target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    out_dir = Path(cfg.run_dir) / f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
+    version = args.version or cfg.serve.model_version
+    check = check_drift(target, args.data, out_dir / "quarantine", version=version, cfg=cfg.monitor.drift, input_format=args.format)
+    shutdown_ray(runtime)
+    log_drift(target, check, out_dir)
+    print(check.summary())
+    print(f"report: {out_dir / 'drift.json'} and drift.png (MLflow run {check.run_id})")
+    return 3 if args.fail_on_drift and (check.report.drifted or (check.report.prediction and check.report.prediction.drifted)) else 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from raymlp.monitor.retrain import RetrainRunning, retrain
+
+    cfg = load_config(args.config, args.set)
+    while True:
+        try:
+            print(retrain(cfg, args.data, args.when, args.stages.split(",")).summary(), flush=True)
+        except RetrainRunning as e:  # on a schedule, the next round tries again
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            if args.every is None:
+                return 2
+        if args.every is None:
+            return 0
+        time.sleep(args.every)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -327,6 +390,14 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--file", help="JSON file holding a row or a list of rows")
     pred.set_defaults(command=cmd_predict)
 
+    fb = sub.add_parser("feedback", help="send true labels of answered requests (by request id) to a running app")
+    fb.add_argument("--url", default="http://127.0.0.1:8000", help="app URL (without /feedback)")
+    fb.add_argument("--api-key", default=os.environ.get("RAYMLP_API_KEY"), help="API key (default: $RAYMLP_API_KEY)")
+    fb.add_argument("--labels", required=True, help="parquet, CSV or JSON-lines file: a request id and a label per row")
+    fb.add_argument("--id-column", default="request_id", help="the column of X-Request-ID values")
+    fb.add_argument("--label-column", default="label", help="the column of true labels")
+    fb.set_defaults(command=cmd_feedback)
+
     batch = with_config(sub.add_parser("predict-batch", help="predict a dataset with a registered model; write parquet"))
     batch.add_argument("--input", required=True, help="file, folder, glob or URI of parquet, CSV or JSON lines")
     batch.add_argument("--output", required=True, help="folder (or URI) for the parquet predictions; must not exist")
@@ -338,6 +409,21 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (and torch threads) per actor")
     batch.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     batch.set_defaults(command=cmd_predict_batch)
+
+    drift = with_config(sub.add_parser("drift", help="score a dataset's drift against a registered model's training data"))
+    drift.add_argument("--data", required=True, help="file, folder, glob or URI of parquet, CSV or JSON lines")
+    drift.add_argument("--version", help="number, alias or latest (default: serve.model_version)")
+    drift.add_argument("--format", choices=["parquet", "csv", "jsonl"], help="input format (default: from suffixes)")
+    drift.add_argument("--fail-on-drift", action="store_true", help="exit with status 3 when anything drifted")
+    drift.set_defaults(command=cmd_drift)
+
+    again = with_config(sub.add_parser("retrain", help="run the pipeline on new data; promote only a better model"))
+    again.add_argument("--data", help="the new data: file, folder, glob or URI (default: data.path)")
+    again.add_argument("--when", choices=["always", "drifted"], default="always",
+                       help="drifted: only when the data drifts from the served version's training data")  # fmt: skip
+    again.add_argument("--every", type=float, metavar="SECONDS", help="repeat on this schedule (until stopped)")
+    again.add_argument("--stages", default="data,train,tune,register,compress", help="the pipeline stages to run")
+    again.set_defaults(command=cmd_retrain)
 
     address = {"help": "the cluster's dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265)"}
     job = with_config(sub.add_parser("submit", help="run the pipeline on a Ray cluster as a Ray job; stream its log"))

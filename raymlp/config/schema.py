@@ -499,9 +499,35 @@ class ServeConfig(Section):
         return self
 
 
+class DriftConfig(Section):
+    enabled: bool = True
+    """Score served inputs and predictions against the training reference (needs `monitor.metrics`)."""
+    window_rows: PositiveInt = 10_000
+    """Each model replica scores its latest this many served rows."""
+    interval_s: Annotated[float, Field(gt=0)] = 10.0
+    """How often a replica scores its window and updates the drift gauges."""
+    psi_threshold: Annotated[float, Field(gt=0)] = 0.2
+    """A feature drifts at this PSI or above (0.1-0.2 is a moderate shift, above 0.2 a large one)."""
+    ks_threshold: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """...or, numeric features, at this KS statistic or above."""
+    min_rows: PositiveInt = 500
+    """Below this many rows drift is reported but never flagged."""
+
+
+class FeedbackConfig(Section):
+    enabled: bool = False
+    """Keep answers by request id and take labels at `POST /feedback`: live metrics per version."""
+    max_requests: PositiveInt = 100_000
+    """Answers kept to join labels to; labels for older requests are counted as unmatched."""
+    window_rows: PositiveInt = 10_000
+    """Live metrics cover each version's latest this many labelled rows."""
+
+
 class MonitorConfig(Section):
     metrics: bool = True
     """Export request counts and latency per model version as `raymlp_*` metrics through Ray."""
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
 
 class PipelineConfig(Section):

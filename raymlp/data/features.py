@@ -26,8 +26,11 @@ from raymlp.data.encoders import (
     yeo_johnson,
 )
 from raymlp.data.expressions import compile_expression
+from raymlp.data.reference import DriftReference
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+"""4 added the drift reference; a format 3 transform (without one) still loads."""
+READABLE_VERSIONS = (3, 4)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class FeaturePipeline:
     datetime: list[DatetimeFeature] = field(default_factory=list)
     buckets: list[BucketFeature] = field(default_factory=list)
     hashed: list[HashedFeature] = field(default_factory=list)
+    reference: DriftReference | None = None
+    """The training distribution of the inputs and the label, that drift is measured against."""
 
     @property
     def input_columns(self) -> list[str]:
@@ -281,7 +286,7 @@ class FeaturePipeline:
     def from_json(cls, text: str) -> FeaturePipeline:
         state = json.loads(text)
         version = state.pop("format_version", None)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ValueError(f"feature pipeline format {version} is not supported (expected {FORMAT_VERSION})")
         kinds = {
             "numeric": NumericFeature,
@@ -298,6 +303,7 @@ class FeaturePipeline:
             label_center=state["label_center"],
             label_scale=state["label_scale"],
             **{key: [kind(**f) for f in state.get(key, [])] for key, kind in kinds.items()},
+            reference=DriftReference.from_dict(state["reference"]) if state.get("reference") else None,
         )
 
 

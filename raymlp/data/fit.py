@@ -9,6 +9,7 @@ a correlation matrix, a bounded uniform sample). No pass collects rows on the dr
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,11 +32,14 @@ from raymlp.data.features import (
     NumericFeature,
     category_text,
 )
+from raymlp.data.reference import PERCENTILES, DriftReference, category_reference, numeric_reference
 from raymlp.data.selection import Task, correlation_keep, model_importance, mutual_information, top_k, variance_keep
 
 log = logging.getLogger(__name__)
 
 LABEL_CODE = "_raymlp_label"
+REFERENCE_SAMPLE_ROWS = 50_000
+"""Rows of the uniform sample the drift reference's quantiles come from."""
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,10 @@ class Fitted:
 def fit_dataset(ds: ray.data.Dataset, label: str, cfg: FeaturesConfig, seed: int = 0) -> Fitted:
     """Fit on any dataset of clean rows, all of them train: for drivers that bring their own data."""
     roles = resolve_roles(_arrow_schema(ds), label, cfg)
-    raw = raw_statistics(ds, roles, cfg, label) | aggregate(ds, ValueCounter(label, alias_name="labels"))
-    classes = sorted(v.item() if hasattr(v, "item") else v for v in raw["labels"]["values"] if v is not None)
-    return fit_feature_pipeline(ds, raw, classes, label, roles, cfg, seed)
+    raw = raw_statistics(ds, roles, cfg, label, seed=seed) | aggregate(ds, ValueCounter(label, alias_name="labels"))
+    labels = dict(zip(raw["labels"]["values"], raw["labels"]["counts"]))
+    classes = sorted(v.item() if hasattr(v, "item") else v for v in labels if v is not None)
+    return fit_feature_pipeline(ds, raw, classes, label, roles, cfg, seed, labels=labels)
 
 
 def _arrow_schema(ds: ray.data.Dataset) -> pa.Schema:
@@ -154,13 +159,18 @@ def _arrow_schema(ds: ray.data.Dataset) -> pa.Schema:
 
 
 def raw_statistics(
-    train: ray.data.Dataset, roles: Roles, cfg: FeaturesConfig, label: str, task: Task = "classification"
+    train: ray.data.Dataset, roles: Roles, cfg: FeaturesConfig, label: str, task: Task = "classification", seed: int = 0
 ) -> dict[str, Any]:
     """The first pass: statistics of the raw (and derived) inputs on `train`, the valid train rows,
-    and of a regression label."""
+    and of a regression label; and a uniform sample of the numeric ones, for the drift reference's
+    percentiles (within ~0.5% of rank: a quantile sketch of every column would cost ~50 ns a value,
+    seconds of CPU over millions of rows of many columns)."""
     aggs = _raw_aggregations(roles, cfg)
+    sampled = roles.numeric
     if task == "regression":
         aggs.append(Summary([label], alias_name="target"))
+        sampled = [*sampled, label]
+    aggs.append(Sample(sampled, REFERENCE_SAMPLE_ROWS, seed, alias_name="reference_sample"))
     return aggregate(_expanded(train, roles, label), *aggs)
 
 
@@ -173,8 +183,10 @@ def fit_feature_pipeline(
     cfg: FeaturesConfig,
     seed: int,
     task: Task = "classification",
+    labels: Mapping[Any, int] | None = None,
 ) -> Fitted:
-    """The second pass: scaling statistics of the cleaned inputs, selection, and the fitted transform."""
+    """The second pass: scaling statistics of the cleaned inputs, selection, and the fitted transform
+    with its drift reference (`labels`: rows per class, for classification)."""
     cleaners = [_cleaner(c, raw, cfg) for c in roles.numeric]
     categorical = [_categories(c, raw, cfg, "onehot") for c in roles.categorical]
     categorical += [_categories(c, raw, cfg, "ordinal") for c in roles.ordinal]
@@ -226,7 +238,35 @@ def fit_feature_pipeline(
     pipeline = replace(pipeline, datetime=[d for d in pipeline.datetime if d.parts])
     if not pipeline.output_dim:
         raise ValueError(f"features.select: every input was dropped ({dropped}); loosen the selection")
-    return Fitted(pipeline, raw, dropped)
+    return Fitted(replace(pipeline, reference=_reference(pipeline, raw, labels or {})), raw, dropped)
+
+
+def _reference(pipeline: FeaturePipeline, raw: dict[str, Any], labels: Mapping[Any, int]) -> DriftReference:
+    """The training distribution of every kept numeric and categorical feature, and of the label,
+    from the first pass's statistics (hashed features have no reference: too many values)."""
+    rows, sample = raw["rows"] or 0, raw["reference_sample"]
+    numeric = [numeric_reference(f.name, _percentiles(sample[f.name]), raw["numeric"][f.name]["count"], rows) for f in pipeline.numeric]
+    categorical = [category_reference(f.name, f.categories, _text_counts(raw[f"counts:{f.name}"]), rows) for f in pipeline.categorical]
+    if pipeline.task == "regression":
+        prediction = numeric_reference(pipeline.label, _percentiles(sample[pipeline.label]), rows, rows)
+    else:
+        classes = category_text(pipeline.classes).to_pylist()
+        counts = _text_counts({"values": list(labels), "counts": list(labels.values())})
+        prediction = category_reference(pipeline.label, classes, counts, sum(labels.values()))
+    return DriftReference(rows, [r for r in numeric if r is not None], categorical, prediction)
+
+
+def _percentiles(values: np.ndarray) -> list[float] | None:
+    present = np.asarray(values, dtype=np.float64)
+    present = present[~np.isnan(present)]
+    return np.quantile(present, PERCENTILES).tolist() if len(present) else None
+
+
+def _text_counts(counts: dict[str, list] | None) -> dict[str | None, int]:
+    """A value counter's result keyed by the values as category text (None: missing)."""
+    if not counts:
+        return {}
+    return dict(zip(category_text(counts["values"]).to_pylist(), counts["counts"]))
 
 
 def _expanded(train: ray.data.Dataset, roles: Roles, label: str) -> ray.data.Dataset:

@@ -134,11 +134,12 @@ def fit_data(data: DataConfig, features: FeaturesConfig, seed: int, quarantine_d
     def train_rows() -> ray.data.Dataset:
         return passes.next(split=split, columns=roles.columns(data.label), keep_split=TRAIN).dataset()
 
-    raw = raw_statistics(train_rows(), roles, features, data.label, data.task)
-    classes = sorted(passes.validated().labels, key=_sort_key)
+    raw = raw_statistics(train_rows(), roles, features, data.label, data.task, seed)
+    labels = passes.validated().labels
+    classes = sorted(labels, key=_sort_key)
     if data.task == "classification" and len(classes) < 2:
         raise ValueError(f"data.label: {data.label!r} has {len(classes)} class(es) {classes}; classification needs two or more")
-    fitted = fit_feature_pipeline(train_rows(), raw, classes, data.label, roles, features, seed, data.task)
+    fitted = fit_feature_pipeline(train_rows(), raw, classes, data.label, roles, features, seed, data.task, labels)
     return Fit(passes.source.with_(split=split), passes, fitted, roles)
 
 

@@ -1,5 +1,5 @@
-"""PNG plots of a pipeline run for MLflow: the chosen model's learning curves, and the search's
-optimization history and parameter importances drawn by Optuna's own plotting.
+"""PNG plots of a pipeline run for MLflow: the chosen model's learning curves, the search's
+optimization history and parameter importances drawn by Optuna's own plotting, and drift reports.
 
 The search runs in Ray Tune, so no Optuna study survives it (and a random or grid search has none):
 the trials are replayed into an in-memory study just for the plots. matplotlib and Optuna are
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
 
+    from raymlp.monitor.drift import DriftReport
     from raymlp.tune import TrialSummary
 
 PLOTS_DIR = "plots"
@@ -72,6 +73,30 @@ def plot_learning_curves(history: list[dict[str, float]], metric: str, path: Pat
                 ax.plot(epochs, [row.get(key, math.nan) for row in history], marker="o", label=key)
         ax.set(title=title, xlabel="epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5 on a short run
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_drift(report: DriftReport, path: Path, shown: int = 3) -> Path:
+    """PSI per feature against the threshold (drifted ones in red), and the reference against the
+    new distribution for the `shown` most drifted features and the predictions."""
+    plt = _pyplot()
+    scored = sorted(report.features, key=lambda f: f.psi)
+    details = scored[::-1][:shown] + ([report.prediction] if report.prediction else [])
+    fig, axes = plt.subplots(1, 1 + len(details), figsize=(4.5 * (1 + len(details)), 0.5 + 0.35 * max(6, len(scored))),
+                             squeeze=False)  # fmt: skip
+    ax = axes[0][0]
+    ax.barh([f.name for f in scored], [f.psi for f in scored], color=["tab:red" if f.drifted else "tab:blue" for f in scored])
+    ax.axvline(report.thresholds["psi"], color="black", linestyle="--", label=f"threshold {report.thresholds['psi']:g}")
+    ax.set(title=f"PSI against training ({report.rows:,} rows)", xlabel="PSI")
+    ax.legend()
+    for ax, f in zip(axes[0][1:], details):
+        at = range(len(f.bins))
+        ax.bar([i - 0.2 for i in at], f.expected, width=0.4, label="training")
+        ax.bar([i + 0.2 for i in at], f.actual, width=0.4, label="new")
+        ax.set_xticks(list(at), f.bins, rotation=60, ha="right", fontsize=7)
+        ks = f", KS {f.ks:.3f}" if f.ks is not None else ""
+        ax.set(title=f"{f.name}: PSI {f.psi:.3f}{ks}", ylabel="fraction of rows")
         ax.legend()
     return _save(fig, path)
 

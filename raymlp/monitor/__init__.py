@@ -1,1 +1,2 @@
-"""Monitor stage: metrics exported for Prometheus (drift and retraining build on these)."""
+"""Monitor stage: metrics exported for Prometheus, drift against the training reference, live
+performance from labels joined by request id, and retraining."""

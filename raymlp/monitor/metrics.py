@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from ray.util import metrics
 
+from raymlp.monitor.drift import DriftReport
+
 LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
 DIFFERENCE_BUCKETS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
@@ -39,11 +41,17 @@ class HttpMetrics:
 
 class BatchMetrics:
     """What a model replica does with each batch: its size, its forward time, and the distribution
-    of what it predicts (labels, or regression values in standard units of the training label)."""
+    of what it predicts (labels, or regression values in standard units of the training label);
+    and when the version it serves was registered."""
 
-    def __init__(self, model: str, version: str):
+    def __init__(self, model: str, version: str, registered_s: float):
         keys = ("model", "version")
         self.tags = {"model": model, "version": version}
+        # For the stale-model alert: a replica knows when the version it serves was registered. Set
+        # with every batch: a gauge set once, as the replica starts, did not always reach the export.
+        self.registered_s = registered_s
+        self.registered = metrics.Gauge("raymlp_model_registered_timestamp_seconds",
+                                        "When the served version was registered (Unix seconds).", tag_keys=keys)  # fmt: skip
         self.rows = metrics.Counter("raymlp_predicted_rows_total", "Rows predicted.", tag_keys=keys)
         self.batch_rows = metrics.Histogram(
             "raymlp_batch_rows", "Rows per forward pass.", boundaries=BATCH_BUCKETS, tag_keys=keys
@@ -66,6 +74,7 @@ class BatchMetrics:
     def observe(self, requests: int, predicted: np.ndarray, regression: bool, seconds: float, center: float,
                 scale: float) -> None:  # fmt: skip
         """`predicted`: a batch's labels, or its regression values in the label's units."""
+        self.registered.set(self.registered_s, tags=self.tags)
         self.rows.inc(len(predicted), tags=self.tags)
         self.batch_rows.observe(len(predicted), tags=self.tags)
         self.batch_requests.observe(requests, tags=self.tags)
@@ -119,3 +128,61 @@ class ShadowMetrics:
 
     def failed(self) -> None:
         self.failures.inc(tags=self.tags)
+
+
+class DriftMetrics:
+    """The drift of one replica's window of served rows against the training reference: PSI and
+    KS per feature, PSI of the predictions, the rows scored, and how many features drift."""
+
+    def __init__(self, model: str, version: str):
+        keys = ("model", "version")
+        self.tags = {"model": model, "version": version}
+        self.psi = metrics.Gauge("raymlp_drift_psi", "PSI of a feature's served values against training.",
+                                 tag_keys=(*keys, "feature"))  # fmt: skip
+        self.ks = metrics.Gauge("raymlp_drift_ks", "KS statistic of a numeric feature's served values against training.",
+                                tag_keys=(*keys, "feature"))  # fmt: skip
+        self.prediction_psi = metrics.Gauge(
+            "raymlp_prediction_drift_psi", "PSI of served predictions against the training labels.", tag_keys=keys
+        )
+        self.rows = metrics.Gauge("raymlp_drift_window_rows", "Served rows the drift scores cover.", tag_keys=keys)
+        self.drifted = metrics.Gauge("raymlp_drifted_features", "Features over a drift threshold.", tag_keys=keys)
+
+    def observe(self, report: DriftReport) -> None:
+        for f in report.features:
+            self.psi.set(f.psi, tags={**self.tags, "feature": f.name})
+            if f.ks is not None:
+                self.ks.set(f.ks, tags={**self.tags, "feature": f.name})
+        if report.prediction is not None:
+            self.prediction_psi.set(report.prediction.psi, tags=self.tags)
+        self.rows.set(report.rows, tags=self.tags)
+        self.drifted.set(len(report.drifted), tags=self.tags)
+
+
+class LiveMetrics:
+    """Live performance from labels joined to served predictions (monitor/live.py): the metrics of
+    each version's latest labelled rows, and label rows by whether they joined a prediction."""
+
+    def __init__(self, model: str):
+        keys = ("model", "version")
+        self.model = model
+        self.gauges = {  # the names `MetricSpec.summarize` gives, prefixed `live_`
+            "live_accuracy": metrics.Gauge("raymlp_live_accuracy", "Accuracy over the latest labelled rows.", tag_keys=keys),
+            "live_auc": metrics.Gauge("raymlp_live_auc", "ROC AUC (macro, one-vs-rest) over the latest labelled rows.", tag_keys=keys),
+            "live_f1": metrics.Gauge("raymlp_live_f1", "Macro F1 over the latest labelled rows.", tag_keys=keys),
+            "live_loss": metrics.Gauge("raymlp_live_loss", "Loss (cross-entropy or MSE) over the latest labelled rows.", tag_keys=keys),
+            "live_rmse": metrics.Gauge("raymlp_live_rmse", "RMSE, in the label's units, over the latest labelled rows.", tag_keys=keys),
+            "live_mae": metrics.Gauge("raymlp_live_mae", "MAE, in the label's units, over the latest labelled rows.", tag_keys=keys),
+            "live_r2": metrics.Gauge("raymlp_live_r2", "R-squared over the latest labelled rows.", tag_keys=keys),
+            "live_rows": metrics.Gauge("raymlp_live_rows", "Labelled rows the live metrics cover.", tag_keys=keys),
+        }  # fmt: skip
+        self.rows = metrics.Counter("raymlp_feedback_rows_total", "Label rows received, by whether they joined a prediction.",
+                                    tag_keys=("model", "outcome"))  # fmt: skip
+
+    def observe(self, version: str, scores: dict[str, float]) -> None:
+        for name, value in scores.items():
+            if name in self.gauges:
+                self.gauges[name].set(value, tags={"model": self.model, "version": version})
+
+    def counted(self, outcome: str, rows: int) -> None:
+        if rows:  # Ray's counters refuse 0
+            self.rows.inc(rows, tags={"model": self.model, "outcome": outcome})

@@ -34,6 +34,7 @@ class AccessLog:
         # Outside Serve (a bare ASGI server) no proxy sets it: the line gets an id of its own.
         given = dict(scope["headers"]).get(REQUEST_ID, b"").decode("latin-1")
         request_id = given[:64] if given.isprintable() and given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id  # `request.state.request_id` in a route
         start, status = time.perf_counter(), 500
 
         async def send_and_note_status(message: Message) -> None:

@@ -29,6 +29,7 @@ from raymlp.config.schema import MonitorConfig, ServeConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.lifecycle.registry import download_bundle, resolve_version
 from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
+from raymlp.monitor.live import Feedback
 from raymlp.serve.gateway import Gateway, GatewaySettings
 from raymlp.serve.model import ModelReplica, ModelSource, ReplicaSettings
 from raymlp.serve.security import GuardSettings, key_digest, resolve_api_keys
@@ -87,7 +88,12 @@ def build_model_app(
         ray_actor_options=_actor_options(serve_cfg.cpus_per_replica if fused else serve_cfg.gateway_cpus),
         **_replica_options(serve_cfg),
     )
-    return gateway.bind(model("model", version), features.to_json(), settings, canary)
+    feedback = None
+    if monitor_cfg.feedback.enabled:
+        feedback = serve.deployment(Feedback, name="feedback").options(
+            num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False}
+        ).bind(target.model_name, features.to_json(), monitor_cfg.feedback, monitor_cfg.metrics)
+    return gateway.bind(model("model", version), features.to_json(), settings, canary, feedback)
 
 
 def _replica_settings(cfg: ServeConfig, monitor: MonitorConfig) -> ReplicaSettings:
@@ -96,6 +102,7 @@ def _replica_settings(cfg: ServeConfig, monitor: MonitorConfig) -> ReplicaSettin
         max_batch_size=cfg.batching.max_batch_size,
         batch_wait_timeout_s=cfg.batching.wait_timeout_s,
         export_metrics=monitor.metrics,
+        drift=monitor.drift if monitor.drift.enabled else None,
     )
 
 

@@ -148,7 +148,7 @@ def predict_batch(
 
     # list_files reads only path and format; the label just makes the DataConfig valid.
     files = list_files(DataConfig(path=input_path, label=features.label, format=input_format))
-    checks = _input_checks(files, features, str(pinned.version))
+    checks = input_checks(files, features, str(pinned.version))
     keep = list(columns) if columns is not None else checks.schema.names
     unknown = sorted(set(keep) - set(checks.schema.names))
     if unknown:
@@ -204,7 +204,7 @@ def predict_batch(
     return report
 
 
-def _input_checks(files: list[SourceFile], features: FeaturePipeline, version: str) -> RowChecks:
+def input_checks(files: list[SourceFile], features: FeaturePipeline, version: str) -> RowChecks:
     """The model's input contract as row checks: numbers cast to a number type and finite,
     timestamps parsed, every other column kept as the first readable file has it."""
     needed = features.input_columns

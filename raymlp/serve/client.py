@@ -43,3 +43,24 @@ def predict(
     if response.status_code >= 400:
         raise PredictError(response.status_code, response.text)
     return response.json()
+
+
+def send_feedback(
+    url: str, feedback: list[dict[str, Any]], api_key: str | None = None, per_call: int = 1024, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """POST true labels, `[{"request_id": ..., "labels": [...]}]`, to `{url}/feedback`, `per_call`
+    requests' worth at a time; the summed counts and the latest live metrics. Not replayed on a
+    broken connection: labels counted twice would skew the live metrics."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    total: dict[str, Any] = {"joined_rows": 0, "unknown_request_ids": [], "mismatched_request_ids": [], "live": {}}
+    for start in range(0, len(feedback), per_call):
+        response = requests.post(f"{url.rstrip('/')}/feedback", json={"feedback": feedback[start : start + per_call]},
+                                 headers=headers, timeout=timeout_s)  # fmt: skip
+        if response.status_code >= 400:
+            raise PredictError(response.status_code, response.text)
+        answer = response.json()
+        total["joined_rows"] += answer["joined_rows"]
+        total["unknown_request_ids"] += answer["unknown_request_ids"]
+        total["mismatched_request_ids"] += answer["mismatched_request_ids"]
+        total["live"] |= answer["live"]
+    return total

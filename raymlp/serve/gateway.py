@@ -25,10 +25,11 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from raymlp.data.features import FeaturePipeline
+from raymlp.monitor.live import Answered
 from raymlp.monitor.metrics import HttpMetrics, ShadowMetrics
 from raymlp.serve.access import AccessLog
 from raymlp.serve.model import Columns, ModelReplica, ModelSource, ReplicaSettings
-from raymlp.serve.schemas import PredictResponse, make_columns_model, make_request_model
+from raymlp.serve.schemas import PredictResponse, make_columns_model, make_feedback_model, make_request_model
 from raymlp.serve.security import GuardSettings, RequestGuard
 
 log = logging.getLogger("ray.serve")
@@ -36,6 +37,8 @@ log = logging.getLogger("ray.serve")
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 MAX_ERRORS = 20
 """Validation errors listed in a 422; the rest are counted."""
+FEEDBACK_FLUSH_S = 0.5
+"""How often a gateway sends its answers to the feedback deployment, in one call."""
 
 
 class ModelUnavailable(Exception):
@@ -129,8 +132,13 @@ class Gateway:
         features_json: str,
         settings: GatewaySettings,
         canary: ModelSource | DeploymentHandle | None = None,
+        feedback: DeploymentHandle | None = None,
     ):
         self.settings = settings
+        self.feedback = feedback
+        self.answered: list[Answered] = []
+        """Answers not yet sent to the feedback deployment (every `FEEDBACK_FLUSH_S`)."""
+        self.flusher: asyncio.Task | None = None
         self.primary = _held(primary, settings)
         self.canary = _held(canary, settings) if canary is not None else None
         self.features = FeaturePipeline.from_json(features_json)
@@ -162,14 +170,32 @@ class Gateway:
         # The answer is built here, so FastAPI's check of it against PredictResponse (which stays
         # for the OpenAPI schema) would only cost time: 2 ms of a 1,024-row request.
         @api.post("/predict", response_model=PredictResponse)
-        async def predict(body: request_model) -> Response:
+        async def predict(body: request_model, request: Request) -> Response:
             """One prediction per row, in order."""
-            return await self.answer({name: [row[name] for row in body.rows] for name in inputs})
+            return await self.answer({name: [row[name] for row in body.rows] for name in inputs}, request)
 
         @api.post("/predict/columns", response_model=PredictResponse)
-        async def predict_columns(body: columns_model) -> Response:
+        async def predict_columns(body: columns_model, request: Request) -> Response:
             """The same from one list of values per feature: the cheaper form for many rows."""
-            return await self.answer(body.columns)
+            return await self.answer(body.columns, request)
+
+        if self.feedback is not None:
+            feedback_model = make_feedback_model(s.max_rows)
+
+            @api.post("/feedback")
+            async def take_feedback(body: feedback_model) -> dict[str, Any]:
+                """True labels of answered requests (by the `X-Request-ID` they were answered with),
+                one per row in order: joined to the predictions for live metrics."""
+                f = self.features
+                expected = "numbers" if f.task == "regression" else f"among the classes {f.classes}"
+                for i, item in enumerate(body.feedback):
+                    try:
+                        f.encode_labels(item.labels)
+                    except (TypeError, ValueError):  # their messages quote the input: say what is expected
+                        error = {"loc": ("body", "feedback", i, "labels"), "msg": f"labels must be {expected}", "type": "value_error"}
+                        raise RequestValidationError([error]) from None
+                await self._flush_answers()  # this replica's latest answers, so that they join
+                return await self.feedback.join.remote([item.model_dump() for item in body.feedback])
 
         @api.get("/healthz")
         def healthz() -> dict[str, str]:
@@ -191,8 +217,29 @@ class Gateway:
         api.add_middleware(AccessLog, metrics=metrics, routes=frozenset(r.path for r in api.routes))
         return api
 
-    async def answer(self, columns: Columns) -> Response:
-        return Response(to_json(await self.route(columns)), media_type="application/json")
+    async def answer(self, columns: Columns, request: Request) -> Response:
+        answer = await self.route(columns)
+        if self.feedback is not None:
+            self._remember(Answered(request.state.request_id, answer["version"], answer["predictions"]))
+        return Response(to_json(answer), media_type="application/json")
+
+    def _remember(self, answered: Answered) -> None:
+        self.answered.append(answered)
+        if self.flusher is None:  # started from a request: Serve runs it on the replica's event loop
+            self.flusher = asyncio.get_running_loop().create_task(self._flush_every())
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(FEEDBACK_FLUSH_S)
+            try:
+                await self._flush_answers()
+            except Exception:  # noqa: BLE001 - the feedback store restarting must not touch predictions
+                log.exception("feedback: sending answers failed; they cannot be joined to labels")
+
+    async def _flush_answers(self) -> None:
+        batch, self.answered = self.answered, []
+        if batch:
+            await self.feedback.record.remote(batch)
 
     async def route(self, columns: Columns) -> dict[str, Any]:
         s = self.settings

@@ -7,6 +7,7 @@ calls into one forward pass: inside the HTTP replica, or as a deployment of its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import time
@@ -22,10 +23,12 @@ from mlflow.entities.model_registry import ModelVersion
 from ray import serve
 
 from raymlp.artifacts import LoadedModel, load_bundle
+from raymlp.config.schema import DriftConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.lifecycle.quantize import interleaved_latency_ms
 from raymlp.lifecycle.registry import download_bundle, int8_accepted
-from raymlp.monitor.metrics import BatchMetrics
+from raymlp.monitor.drift import DriftWindow
+from raymlp.monitor.metrics import BatchMetrics, DriftMetrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class ReplicaSettings:
     max_batch_size: int
     batch_wait_timeout_s: float
     export_metrics: bool
+    drift: DriftConfig | None = None
+    """Score a window of served rows against the training reference (exported as metrics)."""
 
 
 Columns = dict[str, list[Any]]
@@ -148,7 +153,9 @@ class ModelReplica:
         torch.set_num_threads(settings.threads)
         self.model, self.precision = load_served_model(version, source.precision)
         self.source = source
-        self.metrics = BatchMetrics(source.model_name, source.version) if settings.export_metrics else None
+        registered_s = version.creation_timestamp / 1000
+        self.metrics = BatchMetrics(source.model_name, source.version, registered_s) if settings.export_metrics else None
+        self.drift = self._drift_monitor(settings)
         # `predict(columns)` batches: a queue per instance, since `serve.batch` on a method keeps one
         # for the class and a fused gateway holds two versions (served and canary) in one process.
         batch = serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)
@@ -156,6 +163,15 @@ class ModelReplica:
 
     async def version(self) -> dict[str, Any]:
         return {"version": self.source.version, "precision": self.precision}
+
+    def _drift_monitor(self, settings: ReplicaSettings) -> DriftMonitor | None:
+        if settings.drift is None or not settings.export_metrics:
+            return None
+        if self.model.features.reference is None:
+            log.warning("drift: version %s has no training reference (fitted before raymlp kept one); not scored",
+                        self.source.version)  # fmt: skip
+            return None
+        return DriftMonitor(self.model.features, settings.drift, DriftMetrics(self.source.model_name, self.source.version))
 
     async def _predict_batch(self, requests: list[Columns]) -> list[dict[str, Any]]:
         """Concurrent requests (each validated columns: name -> one value per row) share one forward pass."""
@@ -167,6 +183,8 @@ class ModelReplica:
         if self.metrics:
             self.metrics.observe(len(requests), predicted[PREDICTION], features.task == "regression",
                                  time.perf_counter() - start, features.label_center, features.label_scale)  # fmt: skip
+        if self.drift:
+            self.drift.add(columns, predicted[PREDICTION])
         predictions = prediction_rows(features, predicted)
         answers, at = [], 0
         for request in requests:
@@ -175,3 +193,34 @@ class ModelReplica:
                             "predictions": predictions[at : at + rows]})  # fmt: skip
             at += rows
         return answers
+
+
+class DriftMonitor:
+    """A replica's window of served rows, scored every `interval_s` into the drift gauges. The
+    scoring runs in a thread: counting a full window takes milliseconds that requests should not
+    wait behind."""
+
+    def __init__(self, features: FeaturePipeline, cfg: DriftConfig, metrics: DriftMetrics):
+        self.window = DriftWindow(features, cfg.window_rows)
+        self.cfg = cfg
+        self.metrics = metrics
+        self.task: asyncio.Task | None = None
+        self.drifted: list[str] = []
+
+    def add(self, columns: Columns, predictions: np.ndarray) -> None:
+        self.window.add(columns, predictions)
+        if self.task is None:  # started from the first batch: Serve runs that on the replica's event loop
+            self.task = asyncio.get_running_loop().create_task(self._report())
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.interval_s)
+            try:
+                report = await asyncio.to_thread(self.window.score, self.window.snapshot(), self.cfg)
+            except Exception:  # noqa: BLE001 - a scoring bug must not end monitoring, nor touch serving
+                log.exception("drift: scoring the served window failed")
+                continue
+            self.metrics.observe(report)
+            if report.drifted != self.drifted:
+                log.warning("drift: features over threshold (%d rows): %s", report.rows, report.drifted or "none")
+                self.drifted = report.drifted

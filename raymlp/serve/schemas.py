@@ -71,6 +71,24 @@ class PredictResponse(BaseModel):
     predictions: list[ClassPrediction] | list[ValuePrediction]
 
 
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+    """The `X-Request-ID` the prediction was answered with."""
+    labels: Annotated[list[bool | int | FiniteFloat | Text], Field(min_length=1)]
+    """The true label of each row of that request, in order."""
+
+
+def make_feedback_model(max_rows: int) -> type[BaseModel]:
+    """`{"feedback": [{"request_id": ..., "labels": [...]}, ...]}`: labels of up to `max_rows`
+    requests at once."""
+    return create_model(
+        "FeedbackRequest",
+        __config__=ConfigDict(extra="forbid"),
+        feedback=(Annotated[list[FeedbackItem], Field(min_length=1, max_length=max_rows)], ...),
+    )
+
+
 def make_request_model(features: FeaturePipeline, max_rows: int) -> type[BaseModel]:
     """`{"rows": [{feature: value, ...}, ...]}` with one typed, required field per raw input column;
     `rows` validates into a list of dicts."""

@@ -8,6 +8,8 @@ import ray.data
 
 from raymlp.config.schema import FeaturesConfig
 from raymlp.data.fit import fit_dataset, resolve_roles
+from raymlp.data.reference import PERCENTILES
+from raymlp.monitor.drift import count_rows, score
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +33,27 @@ def test_fit_matches_numpy_and_batch_equals_per_request_transform(ray_session, q
     rows = table.to_dict("records")
     one_by_one = np.vstack([pipeline.transform({k: [row[k]] for k in pipeline.input_columns}) for row in rows])
     np.testing.assert_array_equal(np.sort(batched, axis=0), np.sort(one_by_one, axis=0))
+
+
+def test_the_drift_reference_holds_the_training_distribution_and_scores_it_as_undrifted(ray_session, quickstart_data):
+    ds = ray.data.read_parquet(str(quickstart_data)).materialize()
+    pipeline = fit_dataset(ds, "churned", FeaturesConfig(max_categories=2)).pipeline
+    ref, table = pipeline.reference, pq.read_table(quickstart_data)
+    assert ref.rows == table.num_rows
+    charges = next(f for f in ref.numeric if f.name == "monthly_charges")
+    present = table["monthly_charges"].drop_null().to_numpy()
+    np.testing.assert_allclose(charges.quantiles, np.quantile(present, PERCENTILES))  # a sample: every row, here
+    assert charges.missing == pytest.approx(1 - len(present) / table.num_rows)
+    plan = next(f for f in ref.categorical if f.name == "plan")
+    shares = table["plan"].to_pandas().value_counts(normalize=True, dropna=False)
+    assert plan.fractions == pytest.approx([shares[c] for c in plan.categories])
+    assert plan.other == pytest.approx(shares.drop(plan.categories).sum())  # max_categories lumps the rest
+    labels = table["churned"].to_pandas().value_counts(normalize=True)
+    assert ref.prediction.categories == ["0", "1"] and ref.prediction.fractions == pytest.approx([labels[0], labels[1]])
+
+    report = score(ref, count_rows(ref, pipeline.expand(table), table["churned"].to_numpy()))
+    assert report.drifted == [] and not report.prediction.drifted
+    assert max(f.psi for f in report.features) < 0.01
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raymlp.data.features import CategoricalFeature, FeaturePipeline, NumericFeature
+from raymlp.data.features import FORMAT_VERSION, CategoricalFeature, FeaturePipeline, NumericFeature
 
 PIPELINE = FeaturePipeline(
     label="y",
@@ -32,7 +32,7 @@ def test_json_round_trip_is_exact_and_versioned():
     text = PIPELINE.to_json()
     assert FeaturePipeline.from_json(text) == PIPELINE
     with pytest.raises(ValueError, match="format 99 is not supported"):
-        FeaturePipeline.from_json(text.replace('"format_version": 3', '"format_version": 99'))
+        FeaturePipeline.from_json(text.replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 99'))
 
 
 def test_numeric_cleaning_imputes_caps_and_marks_missing():

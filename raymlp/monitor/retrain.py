@@ -1,0 +1,127 @@
+"""Retraining: the pipeline on new data, its model registered as a challenger that replaces the
+champion only through the promotion policy, and a running app rolled over to a new champion.
+
+    raymlp retrain examples/quickstart/pipeline.yaml --data new_data/ --when drifted
+
+Triggers: `always`, `drifted` (the offline drift check of the new data against the served
+version's training reference, `monitor.drift_check`, finds a drifted feature or drifted
+predictions), and a schedule (`--every`, a loop of either). A retrain holds a cluster-wide guard
+while it runs: a named Ray actor owned by its driver, so a second retrain of the same pipeline is
+refused, and a driver that dies releases the guard with it. Runs as a Ray job like any command:
+`ray job submit -- raymlp retrain ...`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import ray
+from ray import serve
+
+from raymlp.config import PipelineConfig, with_values
+from raymlp.lifecycle.tracking import configure_tracking
+from raymlp.monitor.drift_check import DriftCheck, check_drift, log_drift
+from raymlp.pipeline import STAGES, PipelineResult, run_pipeline
+from raymlp.runtime import init_ray
+from raymlp.serve.app import build_model_app, deploy
+from raymlp.serve.security import resolve_api_keys
+
+log = logging.getLogger(__name__)
+
+Trigger = Literal["always", "drifted"]
+RETRAIN_STAGES = tuple(s for s in STAGES if s != "serve")
+"""Serving follows the promotion instead: a running app rolls over only to a new champion."""
+GUARD_NAMESPACE = "raymlp"
+
+
+class RetrainRunning(RuntimeError):
+    """Another retrain of the same pipeline holds the guard."""
+
+
+@dataclass
+class RetrainOutcome:
+    ran: bool
+    reason: str
+    drift: DriftCheck | None = None
+    result: PipelineResult | None = None
+    redeployed: str | None = None
+    """The app's URL when a running app was rolled over to the new champion."""
+
+    def summary(self) -> str:
+        lines = [f"retrain: {self.reason}"]
+        if self.result is not None:
+            p = self.result.promotion
+            lines.append(f"  registered version {self.result.model_version}: "
+                         f"{'promoted to champion' if p and p.promote else 'challenger'} ({p.reason if p else 'no decision'})")  # fmt: skip
+        if self.redeployed:
+            lines.append(f"  serving the new champion at {self.redeployed}")
+        return "\n".join(lines)
+
+
+@ray.remote(num_cpus=0)
+class _Guard:
+    """Holds the name `raymlp-retrain:<pipeline>` while a retrain runs; says who holds it."""
+
+    def __init__(self, holder: str):
+        self.holder = holder
+
+    def who(self) -> str:
+        return self.holder
+
+
+@contextmanager
+def retrain_guard(name: str) -> Iterator[None]:
+    """At most one retrain of pipeline `name` on the cluster at a time (raises RetrainRunning)."""
+    guard_name = f"raymlp-retrain:{name}"
+    holder = f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    try:
+        guard = _Guard.options(name=guard_name, namespace=GUARD_NAMESPACE).remote(holder)
+    except ValueError:  # the name is taken
+        other = ray.get_actor(guard_name, namespace=GUARD_NAMESPACE)
+        raise RetrainRunning(f"a retrain of {name} is already running ({ray.get(other.who.remote())}); not starting another") from None
+    try:
+        ray.get(guard.who.remote())  # the guard runs: the name is ours
+        yield
+    finally:
+        ray.kill(guard)
+
+
+def retrain(
+    cfg: PipelineConfig, data: str | None = None, when: Trigger = "always", stages: Sequence[str] = RETRAIN_STAGES
+) -> RetrainOutcome:
+    """Run the pipeline's `stages` on `data` (default: `data.path`) when `when` says so, under the
+    retrain guard; then, if its model became the champion and the pipeline's app is running on
+    this cluster, roll the app over to it (new replicas start before old ones drain)."""
+    if data is not None:
+        cfg = with_values(cfg, {"data.path": data})
+    init_ray(cfg.runtime)
+    with retrain_guard(cfg.name):
+        check = None
+        if when == "drifted":
+            target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+            out_dir = Path(cfg.run_dir) / f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
+            check = check_drift(target, cfg.data.path, out_dir / "quarantine", version=cfg.serve.model_version,
+                                cfg=cfg.monitor.drift, input_format=cfg.data.format)  # fmt: skip
+            log_drift(target, check, out_dir)
+            drifted = check.report.drifted + (["predictions"] if check.report.prediction and check.report.prediction.drifted else [])
+            if not drifted:
+                return RetrainOutcome(False, f"no drift in {cfg.data.path} against version {check.version}: not retrained", check)
+            reason = f"drift in {', '.join(drifted)} against version {check.version}: retrained"
+        else:
+            reason = "retrained (trigger: always)"
+        result = run_pipeline(cfg, stages)
+        outcome = RetrainOutcome(True, reason, check, result)
+        if result.promotion and result.promotion.promote and cfg.name in serve.status().applications:
+            target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+            app = build_model_app(cfg.serve, cfg.monitor, target, resolve_api_keys(cfg.serve.auth, Path(cfg.run_dir)))
+            outcome.redeployed = deploy(app, cfg.serve, name=cfg.name)
+        log.info(outcome.summary())
+        return outcome
