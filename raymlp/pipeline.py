@@ -33,6 +33,7 @@ from raymlp.lifecycle.tracking import (
     log_trial,
     pipeline_run,
 )
+from raymlp.monitor.metrics import DataMetrics
 from raymlp.runtime import cluster_cpus, init_ray
 from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.client import predict
@@ -107,6 +108,8 @@ def run_pipeline(cfg: PipelineConfig, stages: Sequence[str] = STAGES, resume: st
         if "data" in stages:
             data = prepare_data(cfg.data, cfg.features, cfg.seed, run_dir / "quarantine")
             log_data(data.validation, data.profile, data.num_rows, data.dropped_features)
+            v = data.validation
+            DataMetrics(target.model_name).observe(v.rows_valid, v.duplicates, v.quarantined, len(v.unreadable_files))
             log_features(data.features)
             result.validation = data.validation
         candidates = []

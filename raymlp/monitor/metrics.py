@@ -7,12 +7,13 @@ scraped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.util import metrics
 
-from raymlp.monitor.drift import DriftReport
+if TYPE_CHECKING:
+    from raymlp.monitor.drift import DriftReport
 
 LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
 DIFFERENCE_BUCKETS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
@@ -186,3 +187,51 @@ class LiveMetrics:
     def counted(self, outcome: str, rows: int) -> None:
         if rows:  # Ray's counters refuse 0
             self.rows.inc(rows, tags={"model": self.model, "outcome": outcome})
+
+
+class DataMetrics:
+    """What a pipeline run's data stage read: rows by outcome (valid, duplicate, and quarantined by
+    reason, e.g. `range:age`), and files it could not read. From the driver, while it runs."""
+
+    def __init__(self, model: str):
+        self.tags = {"model": model}
+        self.rows = metrics.Counter("raymlp_data_rows_total", "Rows the data stage read, by outcome and reason.",
+                                    tag_keys=("model", "outcome", "reason"))  # fmt: skip
+        self.unreadable = metrics.Counter("raymlp_data_unreadable_files_total", "Files quarantined whole.", tag_keys=("model",))
+
+    def observe(self, valid: int, duplicates: int, quarantined: dict[str, int], unreadable_files: int) -> None:
+        counts = [("valid", "", valid), ("duplicate", "", duplicates)] + [("quarantined", r, n) for r, n in quarantined.items()]
+        for outcome, reason, n in counts:
+            if n:  # Ray's counters refuse 0
+                self.rows.inc(n, tags={**self.tags, "outcome": outcome, "reason": reason})
+        if unreadable_files:
+            self.unreadable.inc(unreadable_files, tags=self.tags)
+
+
+class TrainMetrics:
+    """A training run's progress, from its rank-0 worker each epoch: the epoch, and its losses, the
+    run's chosen metric and throughput, by run (a tune trial is a run of its own)."""
+
+    def __init__(self, run: str):
+        self.tags = {"run": run}
+        self.epoch = metrics.Gauge("raymlp_train_epoch", "Latest finished epoch.", tag_keys=("run",))
+        self.values = metrics.Gauge("raymlp_train_metric", "Latest epoch's metrics: losses, the chosen metric, samples/s.",
+                                    tag_keys=("run", "metric"))  # fmt: skip
+
+    def observe(self, epoch: int, row: dict[str, float], names: list[str]) -> None:
+        self.epoch.set(epoch, tags=self.tags)
+        for name in names:
+            if name in row and np.isfinite(row[name]):
+                self.values.set(row[name], tags={**self.tags, "metric": name})
+
+
+class RetrainMetrics:
+    """Retraining events by outcome: skipped (no drift), promoted, challenger (registered, refused by
+    the promotion policy) and refused (another retrain of the pipeline was running)."""
+
+    def __init__(self, model: str):
+        self.tags = {"model": model}
+        self.events = metrics.Counter("raymlp_retrains_total", "Retrains by outcome.", tag_keys=("model", "outcome"))
+
+    def observe(self, outcome: str) -> None:
+        self.events.inc(tags={**self.tags, "outcome": outcome})

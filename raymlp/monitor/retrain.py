@@ -27,8 +27,9 @@ import ray
 from ray import serve
 
 from raymlp.config import PipelineConfig, with_values
-from raymlp.lifecycle.tracking import configure_tracking
+from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
 from raymlp.monitor.drift_check import DriftCheck, check_drift, log_drift
+from raymlp.monitor.metrics import RetrainMetrics
 from raymlp.pipeline import STAGES, PipelineResult, run_pipeline
 from raymlp.runtime import init_ray
 from raymlp.serve.app import build_model_app, deploy
@@ -103,10 +104,22 @@ def retrain(
     if data is not None:
         cfg = with_values(cfg, {"data.path": data})
     init_ray(cfg.runtime)
+    target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
+    events = RetrainMetrics(target.model_name)
+    try:
+        outcome = _retrain(cfg, target, when, stages)
+    except RetrainRunning:
+        events.observe("refused")
+        raise
+    promotion = outcome.result.promotion if outcome.result else None
+    events.observe("skipped" if not outcome.ran else "promoted" if promotion and promotion.promote else "challenger")
+    return outcome
+
+
+def _retrain(cfg: PipelineConfig, target: TrackingTarget, when: Trigger, stages: Sequence[str]) -> RetrainOutcome:
     with retrain_guard(cfg.name):
         check = None
         if when == "drifted":
-            target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
             out_dir = Path(cfg.run_dir) / f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
             check = check_drift(target, cfg.data.path, out_dir / "quarantine", version=cfg.serve.model_version,
                                 cfg=cfg.monitor.drift, input_format=cfg.data.format)  # fmt: skip
@@ -120,7 +133,6 @@ def retrain(
         result = run_pipeline(cfg, stages)
         outcome = RetrainOutcome(True, reason, check, result)
         if result.promotion and result.promotion.promote and cfg.name in serve.status().applications:
-            target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
             app = build_model_app(cfg.serve, cfg.monitor, target, resolve_api_keys(cfg.serve.auth, Path(cfg.run_dir)))
             outcome.redeployed = deploy(app, cfg.serve, name=cfg.name)
         log.info(outcome.summary())

@@ -25,6 +25,7 @@ from torch import nn
 from raymlp.artifacts import ModelSpec, load_bundle, load_train_state, save_bundle
 from raymlp.config.schema import ModelConfig, TrainConfig
 from raymlp.data.features import FeaturePipeline
+from raymlp.monitor.metrics import TrainMetrics
 from raymlp.train.distributed import Collective, DDPCollective
 from raymlp.train.feed import Feed, SplitBlocks, StreamFeed, TensorFeed
 from raymlp.train.metrics import MetricSpec
@@ -118,6 +119,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if restored:
         scheduler.load_state_dict(restored["scheduler"])
 
+    progress = TrainMetrics(context.get_experiment_name()) if rank == 0 else None
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         train_sums, train_seconds = _train_epoch(model, optimizer, scheduler, train_feed, epoch, cfg, collective, metrics, bf16)
         valid_sums = evaluate(model, valid_feed, metrics, device, bf16)
@@ -135,6 +137,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             row["latency_ms"] = forward_latency_ms(collective.unwrap(model), spec.input_dim, device)
         state.epoch = epoch
         state.history.append(row)
+        if progress:
+            progress.observe(epoch, row, ["train_loss", "valid_loss", run.metric, "train_samples_per_s"])
         # Every rank sees the same all-reduced metric, so every rank decides the same way.
         state.improved(row[run.metric], run.mode, cfg.early_stopping_min_delta)
         stop = cfg.early_stopping_patience is not None and state.epochs_without_improvement >= cfg.early_stopping_patience

@@ -131,6 +131,8 @@ def test_prometheus_sees_requests_and_a_drift_crossing_its_threshold(served, pro
     assert wait_for(prometheus, requests_200, lambda n: n >= 2 * WINDOW / 50) == 2 * WINDOW / 50
     registered = wait_for(prometheus, "max(raymlp_model_registered_timestamp_seconds)", lambda t: t > 0)
     assert time.time() - 86400 < registered < time.time()
+    # The data stages of this session's pipeline runs counted their rows from the driver (this process).
+    assert wait_for(prometheus, 'sum(raymlp_data_rows_total{outcome="valid"})', lambda n: n > 0) >= 1_000
     rules = [r for g in requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"] for r in g["rules"]]
     assert {r["name"] for r in rules} >= {"RaymlpFeatureDrift", "RaymlpHighErrorRate", "RaymlpStaleModel"}
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []  # every rule evaluates cleanly
