@@ -94,7 +94,8 @@ class Feedback:
     async def join(self, feedback: list[dict[str, Any]]) -> dict[str, Any]:
         """`feedback`: [{"request_id": ..., "labels": [one per row of that request]}]. Answers how
         many rows joined, which request ids are unknown (or gone: only the latest `max_requests`
-        answers are kept), which had the wrong number of labels, and the live metrics."""
+        answers are kept, and each joins once), which had the wrong number of labels, and the
+        live metrics."""
         joined, unknown, mismatched, versions = 0, [], [], set()
         for item in feedback:
             answered = self.answered.get(item["request_id"])
@@ -102,7 +103,8 @@ class Feedback:
                 unknown.append(item["request_id"])
             elif len(item["labels"]) != len(answered.predictions):
                 mismatched.append(item["request_id"])
-            else:
+            else:  # joined once: labels sent again for it find nothing, instead of counting twice
+                del self.answered[item["request_id"]]
                 self.scores.add(answered.version, answered.predictions, item["labels"])
                 joined += len(item["labels"])
                 versions.add(answered.version)

@@ -56,3 +56,6 @@ def test_labels_join_by_request_id_and_only_the_latest_answers_are_kept():
     assert result["unknown_request_ids"] == ["r0", "nope"] and result["mismatched_request_ids"] == ["r1"]
     live = result["live"]["3"]
     assert live["live_accuracy"] == 0.5 and live["live_rows"] == 2  # r2: predicted 1 then 0, both labelled 1
+    again = asyncio.run(store.join([{"request_id": "r2", "labels": [1, 1]}, {"request_id": "r1", "labels": [1, 0]}]))
+    assert again["unknown_request_ids"] == ["r2"] and again["joined_rows"] == 2  # r2 joined once already; r1 now fits
+    assert again["live"]["3"]["live_rows"] == 4
