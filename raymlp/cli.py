@@ -167,16 +167,17 @@ def cmd_drift(args: argparse.Namespace) -> int:
     log_drift(target, check, out_dir)
     print(check.summary())
     print(f"report: {out_dir / 'drift.json'} and drift.png (MLflow run {check.run_id})")
-    return 3 if args.fail_on_drift and (check.report.drifted or (check.report.prediction and check.report.prediction.drifted)) else 0
+    return 3 if args.fail_on_drift and check.report.alarms else 0
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from raymlp.monitor.retrain import RetrainRunning, retrain
+    from raymlp.monitor.retrain import RETRAIN_STAGES, RetrainRunning, retrain
 
     cfg = load_config(args.config, args.set)
+    stages = args.stages.split(",") if args.stages else RETRAIN_STAGES
     while True:
         try:
-            print(retrain(cfg, args.data, args.when, args.stages.split(",")).summary(), flush=True)
+            print(retrain(cfg, args.data, args.when, stages).summary(), flush=True)
         except RetrainRunning as e:  # on a schedule, the next round tries again
             print(f"error: {e}", file=sys.stderr, flush=True)
             if args.every is None:
@@ -422,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--when", choices=["always", "drifted"], default="always",
                        help="drifted: only when the data drifts from the served version's training data")  # fmt: skip
     again.add_argument("--every", type=float, metavar="SECONDS", help="repeat on this schedule (until stopped)")
-    again.add_argument("--stages", default="data,train,tune,register,compress", help="the pipeline stages to run")
+    again.add_argument("--stages", help="comma-separated pipeline stages (default: every stage but serve)")
     again.set_defaults(command=cmd_retrain)
 
     address = {"help": "the cluster's dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265)"}

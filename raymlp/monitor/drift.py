@@ -104,6 +104,12 @@ class DriftReport:
     def drifted(self) -> list[str]:
         return [f.name for f in self.features if f.drifted]
 
+    @property
+    def alarms(self) -> list[str]:
+        """The drifted features, and `predictions` when the predictions drifted: what triggers a
+        retrain and fails `raymlp drift --fail-on-drift`."""
+        return self.drifted + (["predictions"] if self.prediction and self.prediction.drifted else [])
+
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "drifted": self.drifted, "thresholds": self.thresholds,
                 "features": [asdict(f) for f in self.features],

@@ -84,8 +84,7 @@ class DriftCheck:
         for f in [*r.features, *([r.prediction] if r.prediction else [])]:
             ks = f", KS {f.ks:.3f}" if f.ks is not None else ""
             lines.append(f"  {'DRIFT ' if f.drifted else '      '}{f.name}: PSI {f.psi:.3f}{ks}")
-        lines.append(f"  drifted: {', '.join(r.drifted) or 'none'}"
-                     + (" (and the predictions)" if r.prediction and r.prediction.drifted else ""))  # fmt: skip
+        lines.append(f"  drifted: {', '.join(r.alarms) or 'none'}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

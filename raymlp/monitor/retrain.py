@@ -124,7 +124,7 @@ def _retrain(cfg: PipelineConfig, target: TrackingTarget, when: Trigger, stages:
             check = check_drift(target, cfg.data.path, out_dir / "quarantine", version=cfg.serve.model_version,
                                 cfg=cfg.monitor.drift, input_format=cfg.data.format)  # fmt: skip
             log_drift(target, check, out_dir)
-            drifted = check.report.drifted + (["predictions"] if check.report.prediction and check.report.prediction.drifted else [])
+            drifted = check.report.alarms
             if not drifted:
                 return RetrainOutcome(False, f"no drift in {cfg.data.path} against version {check.version}: not retrained", check)
             reason = f"drift in {', '.join(drifted)} against version {check.version}: retrained"
