@@ -154,17 +154,14 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
 
 def cmd_drift(args: argparse.Namespace) -> int:
     from raymlp.lifecycle.tracking import configure_tracking
-    from raymlp.monitor.drift_check import check_drift, log_drift
+    from raymlp.monitor.drift_check import drift_run
     from raymlp.runtime import init_ray, shutdown_ray
 
     cfg = load_config(args.config, args.set)
     runtime = init_ray(cfg.runtime)
     target = configure_tracking(cfg.registry, Path(cfg.run_dir), cfg.name)
-    out_dir = Path(cfg.run_dir) / f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
-    version = args.version or cfg.serve.model_version
-    check = check_drift(target, args.data, out_dir / "quarantine", version=version, cfg=cfg.monitor.drift, input_format=args.format)
+    check, out_dir = drift_run(target, cfg, args.data, args.version or cfg.serve.model_version, args.format)
     shutdown_ray(runtime)
-    log_drift(target, check, out_dir)
     print(check.summary())
     print(f"report: {out_dir / 'drift.json'} and drift.png (MLflow run {check.run_id})")
     return 3 if args.fail_on_drift and check.report.alarms else 0

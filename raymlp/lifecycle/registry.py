@@ -11,6 +11,7 @@ Champion history lives on the versions: each promoted version records the champi
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,9 @@ from typing import Any
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+
+from raymlp.artifacts import read_features
+from raymlp.data.features import FeaturePipeline
 
 MODEL_ARTIFACT = "model"
 INT8_ARTIFACT = "model_int8"
@@ -120,3 +124,10 @@ def download_bundle(version: ModelVersion, quantized: bool, dst: Path | None = N
         run_id=version.run_id, artifact_path=artifact, dst_path=str(dst) if dst else None
     )
     return Path(path), "int8" if use_int8 else "fp32"
+
+
+def version_features(version: ModelVersion) -> FeaturePipeline:
+    """A version's fitted feature transform, verified: what a request schema, batch inference's
+    input checks and a drift check need before (or without) loading the model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return read_features(download_bundle(version, quantized=False, dst=Path(tmp))[0])

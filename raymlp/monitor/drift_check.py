@@ -13,7 +13,6 @@ experiment, tagged with the model version it was checked against.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,14 +23,14 @@ import mlflow
 from ray.data.aggregate import AggregateFnV2
 from ray.data.block import BlockAccessor
 
-from raymlp.artifacts import read_features
+from raymlp.config import PipelineConfig
 from raymlp.config.schema import DataConfig, DriftConfig
 from raymlp.data.aggregates import aggregate
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.rows import Record, RowSource
 from raymlp.data.sources import list_files
 from raymlp.lifecycle.plots import plot_drift
-from raymlp.lifecycle.registry import download_bundle, resolve_version
+from raymlp.lifecycle.registry import resolve_version, version_features
 from raymlp.lifecycle.tracking import TrackingTarget, pipeline_run
 from raymlp.monitor.drift import DriftReport, add_counts, count_rows, score
 from raymlp.serve.batch import input_checks
@@ -105,8 +104,7 @@ def check_drift(
     reference of registered `version` (number, alias or "latest")."""
     start = time.perf_counter()
     pinned = resolve_version(mlflow.MlflowClient(target.tracking_uri), target.model_name, version)
-    with tempfile.TemporaryDirectory() as tmp:
-        features = read_features(download_bundle(pinned, quantized=False, dst=Path(tmp))[0])
+    features = version_features(pinned)
     if features.reference is None:
         raise ValueError(f"version {pinned.version} was fitted before raymlp kept a drift reference; retrain it to check drift")
     files = list_files(DataConfig(path=data, label=features.label, format=input_format))
@@ -150,3 +148,12 @@ def log_drift(target: TrackingTarget, check: DriftCheck, out_dir: Path) -> Drift
         mlflow.log_artifacts(str(out_dir), artifact_path="drift")
     check.run_id = run.info.run_id
     return check
+
+
+def drift_run(target: TrackingTarget, cfg: PipelineConfig, data: str, version: str, input_format: str | None = None) -> tuple[DriftCheck, Path]:
+    """What `raymlp drift` and a drift-triggered retrain do: check `data` against `version` with
+    `monitor.drift`'s thresholds, and log the report from a `drift-<time>` folder under `run_dir`
+    (returned, with the check)."""
+    out_dir = Path(cfg.run_dir) / f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
+    check = check_drift(target, data, out_dir / "quarantine", version=version, cfg=cfg.monitor.drift, input_format=input_format)
+    return log_drift(target, check, out_dir), out_dir

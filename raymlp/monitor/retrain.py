@@ -28,7 +28,7 @@ from ray import serve
 
 from raymlp.config import PipelineConfig, with_values
 from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
-from raymlp.monitor.drift_check import DriftCheck, check_drift, log_drift
+from raymlp.monitor.drift_check import DriftCheck, drift_run
 from raymlp.monitor.metrics import RetrainMetrics
 from raymlp.pipeline import STAGES, PipelineResult, run_pipeline
 from raymlp.runtime import init_ray
@@ -120,10 +120,7 @@ def _retrain(cfg: PipelineConfig, target: TrackingTarget, when: Trigger, stages:
     with retrain_guard(cfg.name):
         check = None
         if when == "drifted":
-            out_dir = Path(cfg.run_dir) / f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
-            check = check_drift(target, cfg.data.path, out_dir / "quarantine", version=cfg.serve.model_version,
-                                cfg=cfg.monitor.drift, input_format=cfg.data.format)  # fmt: skip
-            log_drift(target, check, out_dir)
+            check, _ = drift_run(target, cfg, cfg.data.path, cfg.serve.model_version, cfg.data.format)
             drifted = check.report.alarms
             if not drifted:
                 return RetrainOutcome(False, f"no drift in {cfg.data.path} against version {check.version}: not retrained", check)

@@ -10,7 +10,6 @@ before old ones drain.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +22,9 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from raymlp.artifacts import read_features
 from raymlp.config import load_config
 from raymlp.config.schema import MonitorConfig, ServeConfig
-from raymlp.data.features import FeaturePipeline
-from raymlp.lifecycle.registry import download_bundle, resolve_version
+from raymlp.lifecycle.registry import resolve_version, version_features
 from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
 from raymlp.monitor.live import Feedback
 from raymlp.serve.gateway import Gateway, GatewaySettings
@@ -62,7 +59,7 @@ def build_model_app(
 
     client = mlflow.MlflowClient(target.tracking_uri)
     version = resolve_version(client, target.model_name, serve_cfg.model_version)
-    features = _features(version)
+    features = version_features(version)
     canary, canary_version = None, None
     if serve_cfg.canary is not None:
         canary_version = resolve_version(client, target.model_name, serve_cfg.canary.version)
@@ -70,7 +67,7 @@ def build_model_app(
             raise ValueError(
                 f"serve.canary.version: {serve_cfg.canary.version!r} is version {version.version}, the one already served"
             )
-        missing = set(_features(canary_version).input_columns) - set(features.input_columns)
+        missing = set(version_features(canary_version).input_columns) - set(features.input_columns)
         if missing:
             raise ValueError(f"serve.canary.version: it needs columns {sorted(missing)} the served version's requests lack")
         canary = model("canary", canary_version)
@@ -113,12 +110,6 @@ def _model_deployment(name: str, source: ModelSource, cfg: ServeConfig, monitor:
         .bind(source, _replica_settings(cfg, monitor))
     )
 
-
-def _features(version: ModelVersion) -> FeaturePipeline:
-    """A version's fitted transform, verified: the gateway's request schema comes from it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir, _ = download_bundle(version, quantized=False, dst=Path(tmp))
-        return read_features(bundle_dir)
 
 
 def _actor_options(num_cpus: float) -> dict[str, Any]:

@@ -32,13 +32,12 @@ import ray
 import ray.data
 import torch
 
-from raymlp.artifacts import read_features
 from raymlp.config.schema import ColumnSpec, DataConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.data.rows import Record, RowSource
 from raymlp.data.sources import SourceFile, list_files, read_schema
 from raymlp.data.validate import RowChecks, target_schema
-from raymlp.lifecycle.registry import download_bundle, int8_accepted, resolve_version
+from raymlp.lifecycle.registry import int8_accepted, resolve_version, version_features
 from raymlp.lifecycle.tracking import TrackingTarget
 from raymlp.runtime import cluster_cpus
 from raymlp.serve.model import ModelSource, load_served_model, planned_precision, predict_columns, prediction_names
@@ -142,9 +141,7 @@ def predict_batch(
         raise ValueError(f"output: {output} already exists; write to a new folder or pass overwrite (--overwrite)")
     client = mlflow.MlflowClient(target.tracking_uri)
     pinned = resolve_version(client, target.model_name, version)
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir, _ = download_bundle(pinned, quantized=False, dst=Path(tmp))
-        features = read_features(bundle_dir)  # verified here, so a tampered bundle fails before any actor starts
+    features = version_features(pinned)  # verified here, so a tampered bundle fails before any actor starts
 
     # list_files reads only path and format; the label just makes the DataConfig valid.
     files = list_files(DataConfig(path=input_path, label=features.label, format=input_format))
