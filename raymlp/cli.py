@@ -122,6 +122,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     print(f"{result['joined_rows']} label rows joined; {len(result['unknown_request_ids'])} request ids unknown or "
           f"too old, {len(result['mismatched_request_ids'])} with another number of rows")  # fmt: skip
     print(json.dumps(result["live"], indent=2))
+    for version, names in result["degraded"].items():
+        print(f"version {version}: live {', '.join(names)} past monitor.feedback.thresholds")
     return 0
 
 
@@ -237,6 +239,16 @@ def _follow(client: JobSubmissionClient, job_id: str) -> int:
     succeeded = info.status.value == "SUCCEEDED"
     print(f"job {job_id} {info.status.value}" + (f": {info.message}" if info.message and not succeeded else ""))
     return 0 if succeeded else 1
+
+
+def _triggers(text: str) -> tuple[str, ...]:
+    from raymlp.monitor.retrain import TRIGGERS
+
+    triggers = tuple(t.strip() for t in text.split(","))
+    unknown = [t for t in triggers if t not in TRIGGERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: triggers are {', '.join(TRIGGERS)}")
+    return triggers
 
 
 def _key_value(text: str, flag: str) -> tuple[str, str]:
@@ -417,8 +429,10 @@ def _parser() -> argparse.ArgumentParser:
 
     again = with_config(sub.add_parser("retrain", help="run the pipeline on new data; promote only a better model"))
     again.add_argument("--data", help="the new data: file, folder, glob or URI (default: data.path)")
-    again.add_argument("--when", choices=["always", "drifted"], default="always",
-                       help="drifted: only when the data drifts from the served version's training data")  # fmt: skip
+    again.add_argument("--when", type=_triggers, default=("always",), metavar="TRIGGER[,TRIGGER]",
+                       help="retrain when any fires: always (default); drifted: the data drifts from the served "
+                            "version's training data; degraded: the running app's live metrics are past "
+                            "monitor.feedback.thresholds")  # fmt: skip
     again.add_argument("--every", type=float, metavar="SECONDS", help="repeat on this schedule (until stopped)")
     again.add_argument("--stages", help="comma-separated pipeline stages (default: every stage but serve)")
     again.set_defaults(command=cmd_retrain)

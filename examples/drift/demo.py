@@ -9,10 +9,11 @@ and customers become price-sensitive (the churn rule itself moves). On an embedd
    it, drift monitoring on.
 2. Month-1 traffic: the served window matches the training reference; no feature drifts.
 3. Month-2 traffic: the replica's drift gauges (read from Ray's metrics export, as Prometheus would
-   scrape them) show `monthly_charges` drifting.
-4. `raymlp retrain --when drifted` on month-2 data: the offline check confirms the drift, the
-   pipeline trains version 2, which beats version 1 on month-2 validation rows: promoted, and the
-   running app rolls over to it.
+   scrape them) show `monthly_charges` drifting; the true labels, sent later by request id, put
+   version 1's live AUC under its 0.75 threshold.
+4. `raymlp retrain --when drifted,degraded` on month-2 data: the offline check confirms the drift
+   and the app reports the live AUC; the pipeline trains version 2, which beats version 1 on month-2
+   validation rows: promoted, and the running app rolls over to it.
 5. A retrain with a poor configuration (learning rate 1e-6, one epoch): registered, refused by the
    promotion policy, left as challenger; the app keeps serving version 2.
 
@@ -40,7 +41,7 @@ from raymlp.config import load_config, with_values
 from raymlp.data.sources import write_shards
 from raymlp.monitor.retrain import retrain
 from raymlp.pipeline import run_pipeline
-from raymlp.serve.client import predict
+from raymlp.serve.client import predict, send_feedback
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -91,10 +92,14 @@ def wait_for_drift(want_drifted: bool, min_rows: int, timeout_s: float = 120.0) 
         time.sleep(2)
 
 
-def send(url: str, key: str | None, table: pa.Table, per_request: int = 50) -> None:
-    rows = table.drop(["churned"]).to_pylist()
+def send(url: str, key: str | None, table: pa.Table, name: str, per_request: int = 50) -> list[dict[str, object]]:
+    """Predict `table`'s rows, each request with an id of its own; the labels to send for them later."""
+    rows, labels, feedback = table.drop(["churned"]).to_pylist(), table["churned"].to_pylist(), []
     for start in range(0, len(rows), per_request):
-        predict(url, rows[start : start + per_request], api_key=key)
+        request_id = f"{name}-{start}"
+        predict(url, rows[start : start + per_request], api_key=key, request_id=request_id)
+        feedback.append({"request_id": request_id, "labels": labels[start : start + per_request]})
+    return feedback
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -108,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     window = min(2_000, args.rows // 4)
     overrides = [f"data.path={work / 'month1'}", f"run_dir={work / 'runs'}", "train.num_workers=1",
                  "tune.metric=valid_auc", "monitor.drift.interval_s=2", f"monitor.drift.window_rows={window}",
-                 f"monitor.drift.min_rows={window // 2}"]  # fmt: skip
+                 f"monitor.drift.min_rows={window // 2}", "monitor.feedback.enabled=true",
+                 "monitor.feedback.thresholds={auc: 0.75}", f"monitor.feedback.min_rows={window // 2}"]  # fmt: skip
     cfg = load_config(QUICKSTART / "pipeline.yaml", overrides)
 
     print("1. month 1: train, register and serve version 1", flush=True)
@@ -117,23 +123,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(f"   serving version {first.model_version} at {url}")
 
     print("2. month-1 traffic", flush=True)
-    send(url, key, month(window, 10, shifted=False))
+    send(url, key, month(window, 10, shifted=False), "month1")
     calm = wait_for_drift(False, window)
     print(f"   drifted features: {calm['raymlp_drifted_features']:.0f}; monthly_charges PSI {calm['raymlp_drift_psi[monthly_charges]']:.3f}")
 
     print("3. month-2 traffic", flush=True)
-    send(url, key, month(window, 11, shifted=True))
+    labels = send(url, key, month(window, 11, shifted=True), "month2")
     drifted = wait_for_drift(True, window)
     print(f"   drifted features: {drifted['raymlp_drifted_features']:.0f}; monthly_charges PSI "
           f"{drifted['raymlp_drift_psi[monthly_charges]']:.3f}, KS {drifted['raymlp_drift_ks[monthly_charges]']:.3f}")  # fmt: skip
+    live = send_feedback(url, labels, api_key=key)
+    version = first.model_version
+    print(f"   labels sent later: live AUC {live['live'][version]['live_auc']:.3f} over {live['joined_rows']} rows; "
+          f"past thresholds: {live['degraded'].get(version, 'none')}")  # fmt: skip
 
-    print("4. retrain on month 2, when drifted", flush=True)
-    better = retrain(cfg, str(work / "month2"), "drifted", STAGES)
+    print("4. retrain on month 2, when drifted or degraded", flush=True)
+    better = retrain(cfg, str(work / "month2"), ("drifted", "degraded"), STAGES)
     print("   " + better.summary().replace("\n", "\n   "))
     print(f"   the app now answers with version {predict(url, month(1, 12, True).drop(['churned']).to_pylist(), api_key=key)['version']}")
 
     print("5. retrain with a poor configuration", flush=True)
-    worse = retrain(with_values(cfg, {"train.lr": 1e-6, "train.epochs": 1}), str(work / "month2"), "always", STAGES)
+    worse = retrain(with_values(cfg, {"train.lr": 1e-6, "train.epochs": 1}), str(work / "month2"), ("always",), STAGES)
     print("   " + worse.summary().replace("\n", "\n   "))
     print(f"   the app still answers with version {predict(url, month(1, 13, True).drop(['churned']).to_pylist(), api_key=key)['version']}")
 
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         checked = subprocess.run(["promtool", "test", "rules", "alerts_test.yml", "alerts_stale_test.yml"], cwd=MONITORING,
                                  capture_output=True, text=True)  # fmt: skip
         print(f"promtool rule tests of clusters/monitoring: {'pass' if checked.returncode == 0 else checked.stdout}")
-    return {"first": first, "calm": calm, "drifted": drifted, "better": better, "worse": worse}
+    return {"first": first, "calm": calm, "drifted": drifted, "live": live, "better": better, "worse": worse}
 
 
 if __name__ == "__main__":

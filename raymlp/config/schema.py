@@ -521,6 +521,12 @@ class FeedbackConfig(Section):
     """Answers kept to join labels to; labels for older requests are counted as unmatched."""
     window_rows: PositiveInt = 10_000
     """Live metrics cover each version's latest this many labelled rows."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Bounds on live metrics, by name without `valid_` (e.g. `{auc: 0.75}`): floors for accuracy,
+    auc, f1 and r2, ceilings for loss, rmse and mae. A version past one is degraded: the
+    `raymlp_live_thresholds_crossed` gauge, the LiveMetricDegraded alert, `raymlp retrain --when degraded`."""
+    min_rows: PositiveInt = 200
+    """Below this many labelled rows a version's live metrics cross no threshold."""
 
 
 class MonitorConfig(Section):
@@ -549,7 +555,7 @@ class PipelineConfig(Section):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
-    def _check_metric(self) -> PipelineConfig:
+    def _check_metrics(self) -> PipelineConfig:
         allowed = CLASSIFICATION_METRICS if self.data.task == "classification" else REGRESSION_METRICS
         if self.tune.metric is None:
             self.tune.metric = allowed[1]
@@ -557,6 +563,12 @@ class PipelineConfig(Section):
             raise ValueError(
                 f"tune.metric: {self.tune.metric} does not apply to {self.data.task}; choose one of {', '.join(allowed)}"
             )
+        live = [m.removeprefix("valid_") for m in allowed]
+        for name in self.monitor.feedback.thresholds:
+            if name not in live:
+                raise ValueError(
+                    f"monitor.feedback.thresholds: {name!r} is not a live metric of {self.data.task}; use one of {', '.join(live)}"
+                )
         return self
 
     @model_validator(mode="after")

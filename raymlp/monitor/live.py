@@ -5,7 +5,8 @@ app's `Feedback` deployment, the latest `monitor.feedback.max_requests` of them;
 `POST /feedback` (or from a file, `raymlp feedback`) are joined to them row by row and scored by the
 code that scores validation during training (`train.metrics.MetricSpec`), over the latest
 `window_rows` labelled rows per served version: accuracy, AUC and F1, or RMSE, MAE and R², exported
-as `raymlp_live_<metric>` gauges.
+as `raymlp_live_<metric>` gauges. A version whose live metrics cross `monitor.feedback.thresholds`
+is degraded: what the LiveMetricDegraded alert and `raymlp retrain --when degraded` act on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raymlp.config.schema import FeedbackConfig
+from raymlp.config.schema import LOWER_IS_BETTER, FeedbackConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.monitor.metrics import LiveMetrics
 from raymlp.train.metrics import MetricSpec
@@ -73,6 +74,19 @@ class LiveScores:
         return torch.from_numpy(np.log(np.maximum(probs, 1e-12))).float()
 
 
+def crossed(scores: dict[str, float], cfg: FeedbackConfig) -> list[str]:
+    """The thresholds a version's live `scores` are past (metric names, as `thresholds` has them):
+    none before `min_rows` labelled rows, so that a handful of labels never triggers a retrain."""
+    if scores.get("live_rows", 0) < cfg.min_rows:
+        return []
+    past = []
+    for name, bound in cfg.thresholds.items():
+        value = scores.get(f"live_{name}")
+        if value is not None and (value > bound if f"valid_{name}" in LOWER_IS_BETTER else value < bound):
+            past.append(name)
+    return past
+
+
 class Feedback:
     """The app's store of recent answers and their live scores: one replica (a Serve deployment,
     made one in `serve.app`), which the gateways tell what they answered and ask to join labels."""
@@ -109,9 +123,19 @@ class Feedback:
                 joined += len(item["labels"])
                 versions.add(answered.version)
         live = {v: self.scores.metrics(v) for v in sorted(versions)}
+        degraded = {v: crossed(scores, self.cfg) for v, scores in live.items()}
         if self.metrics:
             self.metrics.counted("joined", joined)
             self.metrics.counted("unmatched", sum(len(i["labels"]) for i in feedback) - joined)
             for version, scores in live.items():
-                self.metrics.observe(version, scores)
-        return {"joined_rows": joined, "unknown_request_ids": unknown, "mismatched_request_ids": mismatched, "live": live}
+                self.metrics.observe(version, scores, len(degraded[version]))
+        return {"joined_rows": joined, "unknown_request_ids": unknown, "mismatched_request_ids": mismatched,
+                "live": live, "degraded": {v: names for v, names in degraded.items() if names}}  # fmt: skip
+
+    async def live(self) -> dict[str, Any]:
+        """Every version's live metrics and the thresholds they are past (`GET /feedback`)."""
+        versions = {}
+        for version in self.scores.windows:
+            scores = self.scores.metrics(version)
+            versions[version] = {"metrics": scores, "degraded": crossed(scores, self.cfg)}
+        return {"thresholds": self.cfg.thresholds, "min_rows": self.cfg.min_rows, "versions": versions}

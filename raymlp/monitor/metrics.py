@@ -176,13 +176,17 @@ class LiveMetrics:
             "live_r2": metrics.Gauge("raymlp_live_r2", "R-squared over the latest labelled rows.", tag_keys=keys),
             "live_rows": metrics.Gauge("raymlp_live_rows", "Labelled rows the live metrics cover.", tag_keys=keys),
         }  # fmt: skip
+        self.crossed = metrics.Gauge("raymlp_live_thresholds_crossed",
+                                     "Live metrics past their monitor.feedback.thresholds.", tag_keys=keys)  # fmt: skip
         self.rows = metrics.Counter("raymlp_feedback_rows_total", "Label rows received, by whether they joined a prediction.",
                                     tag_keys=("model", "outcome"))  # fmt: skip
 
-    def observe(self, version: str, scores: dict[str, float]) -> None:
+    def observe(self, version: str, scores: dict[str, float], crossed: int) -> None:
+        tags = {"model": self.model, "version": version}
         for name, value in scores.items():
             if name in self.gauges:
-                self.gauges[name].set(value, tags={"model": self.model, "version": version})
+                self.gauges[name].set(value, tags=tags)
+        self.crossed.set(crossed, tags=tags)
 
     def counted(self, outcome: str, rows: int) -> None:
         if rows:  # Ray's counters refuse 0

@@ -3,9 +3,11 @@ champion only through the promotion policy, and a running app rolled over to a n
 
     raymlp retrain examples/quickstart/pipeline.yaml --data new_data/ --when drifted
 
-Triggers: `always`, `drifted` (the offline drift check of the new data against the served
-version's training reference, `monitor.drift_check`, finds a drifted feature or drifted
-predictions), and a schedule (`--every`, a loop of either). A retrain holds a cluster-wide guard
+Triggers, any of which retrains: `always`; `drifted` (the offline drift check of the new data
+against the served version's training reference, `monitor.drift_check`, finds a drifted feature or
+drifted predictions); `degraded` (the running app's live metrics of the served version, from labels
+joined to its answers, are past `monitor.feedback.thresholds`); and a schedule (`--every`, a loop of
+any of them). A retrain holds a cluster-wide guard
 while it runs: a named Ray actor owned by its driver, so a second retrain of the same pipeline is
 refused, and a driver that dies releases the guard with it. Runs as a Ray job like any command:
 `ray job submit -- raymlp retrain ...`.
@@ -23,21 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import mlflow
 import ray
 from ray import serve
 
 from raymlp.config import PipelineConfig, with_values
+from raymlp.lifecycle.registry import resolve_version
 from raymlp.lifecycle.tracking import TrackingTarget, configure_tracking
 from raymlp.monitor.drift_check import DriftCheck, drift_run
 from raymlp.monitor.metrics import RetrainMetrics
 from raymlp.pipeline import STAGES, PipelineResult, run_pipeline
 from raymlp.runtime import init_ray
-from raymlp.serve.app import build_model_app, deploy
+from raymlp.serve.app import FEEDBACK_DEPLOYMENT, build_model_app, deploy
 from raymlp.serve.security import resolve_api_keys
 
 log = logging.getLogger(__name__)
 
-Trigger = Literal["always", "drifted"]
+Trigger = Literal["always", "drifted", "degraded"]
+TRIGGERS: tuple[Trigger, ...] = ("always", "drifted", "degraded")
 RETRAIN_STAGES = tuple(s for s in STAGES if s != "serve")
 """Serving follows the promotion instead: a running app rolls over only to a new champion."""
 GUARD_NAMESPACE = "raymlp"
@@ -58,7 +63,7 @@ class RetrainOutcome:
 
     def summary(self) -> str:
         lines = [f"retrain: {self.reason}"]
-        if self.result is not None:
+        if self.result is not None and self.result.model_version is not None:
             p = self.result.promotion
             lines.append(f"  registered version {self.result.model_version}: "
                          f"{'promoted to champion' if p and p.promote else 'challenger'} ({p.reason if p else 'no decision'})")  # fmt: skip
@@ -96,11 +101,17 @@ def retrain_guard(name: str) -> Iterator[None]:
 
 
 def retrain(
-    cfg: PipelineConfig, data: str | None = None, when: Trigger = "always", stages: Sequence[str] = RETRAIN_STAGES
+    cfg: PipelineConfig,
+    data: str | None = None,
+    when: Sequence[Trigger] = ("always",),
+    stages: Sequence[str] = RETRAIN_STAGES,
 ) -> RetrainOutcome:
-    """Run the pipeline's `stages` on `data` (default: `data.path`) when `when` says so, under the
-    retrain guard; then, if its model became the champion and the pipeline's app is running on
-    this cluster, roll the app over to it (new replicas start before old ones drain)."""
+    """Run the pipeline's `stages` on `data` (default: `data.path`) when any trigger in `when` fires,
+    under the retrain guard; then, if its model became the champion and the pipeline's app is
+    running on this cluster, roll the app over to it (new replicas start before old ones drain)."""
+    if "degraded" in when and not (cfg.monitor.feedback.enabled and cfg.monitor.feedback.thresholds):
+        raise ValueError("retrain when degraded: set monitor.feedback.enabled: true and monitor.feedback.thresholds "
+                         "(e.g. {auc: 0.75}) in the config the app is served with")  # fmt: skip
     if data is not None:
         cfg = with_values(cfg, {"data.path": data})
     init_ray(cfg.runtime)
@@ -116,21 +127,45 @@ def retrain(
     return outcome
 
 
-def _retrain(cfg: PipelineConfig, target: TrackingTarget, when: Trigger, stages: Sequence[str]) -> RetrainOutcome:
+def _retrain(cfg: PipelineConfig, target: TrackingTarget, when: Sequence[Trigger], stages: Sequence[str]) -> RetrainOutcome:
     with retrain_guard(cfg.name):
-        check = None
-        if when == "drifted":
+        fired, quiet, check = [], [], None
+        if "always" in when:
+            fired.append("trigger: always")
+        if "drifted" in when:
             check, _ = drift_run(target, cfg, cfg.data.path, cfg.serve.model_version, cfg.data.format)
             drifted = check.report.alarms
-            if not drifted:
-                return RetrainOutcome(False, f"no drift in {cfg.data.path} against version {check.version}: not retrained", check)
-            reason = f"drift in {', '.join(drifted)} against version {check.version}: retrained"
-        else:
-            reason = "retrained (trigger: always)"
+            (fired if drifted else quiet).append(
+                f"drift in {', '.join(drifted)} against version {check.version}" if drifted
+                else f"no drift in {cfg.data.path} against version {check.version}"
+            )  # fmt: skip
+        if "degraded" in when:
+            degraded, why = _live_degraded(cfg, target)
+            (fired if degraded else quiet).append(why)
+        if not fired:
+            return RetrainOutcome(False, f"{'; '.join(quiet)}: not retrained", check)
         result = run_pipeline(cfg, stages)
-        outcome = RetrainOutcome(True, reason, check, result)
+        outcome = RetrainOutcome(True, f"{'; '.join(fired)}: retrained", check, result)
         if result.promotion and result.promotion.promote and cfg.name in serve.status().applications:
             app = build_model_app(cfg.serve, cfg.monitor, target, resolve_api_keys(cfg.serve.auth, Path(cfg.run_dir)))
             outcome.redeployed = deploy(app, cfg.serve, name=cfg.name)
         log.info(outcome.summary())
         return outcome
+
+
+def _live_degraded(cfg: PipelineConfig, target: TrackingTarget) -> tuple[bool, str]:
+    """Whether the running app's live metrics of the version it serves (`serve.model_version`) are
+    past their thresholds, and why: asked of the app's feedback deployment, which judged them."""
+    version = str(resolve_version(mlflow.MlflowClient(target.tracking_uri), target.model_name, cfg.serve.model_version).version)
+    app = serve.status().applications.get(cfg.name)
+    if app is None or FEEDBACK_DEPLOYMENT not in app.deployments:
+        return False, f"no live metrics: app {cfg.name} is not running with monitor.feedback enabled"
+    live = serve.get_deployment_handle(FEEDBACK_DEPLOYMENT, cfg.name).live.remote().result()
+    state = live["versions"].get(version)
+    if state is None:
+        return False, f"no labels joined to version {version}'s answers yet"
+    scores, rows = state["metrics"], int(state["metrics"]["live_rows"])
+    if not state["degraded"]:
+        return False, f"live metrics of version {version} within their thresholds ({rows} labelled rows)"
+    past = ", ".join(f"{m} {scores[f'live_{m}']:.3f} (threshold {live['thresholds'][m]:g})" for m in state["degraded"])
+    return True, f"live {past} over version {version}'s latest {rows} labelled rows"

@@ -34,6 +34,9 @@ from raymlp.serve.security import GuardSettings, key_digest, resolve_api_keys
 BACKPRESSURE = BackpressureConfig(status_code=503, retry_after_s=1)
 """A request over `serve.max_queued_requests` gets 503 with `Retry-After: 1` (Serve sends none by default)."""
 
+FEEDBACK_DEPLOYMENT = "feedback"
+"""The app's store of answers and live metrics (`monitor.feedback`), asked by `raymlp retrain`."""
+
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 """Every replica runs raymlp's code on Serve's own event loop, not on a thread of its own (Serve's
 default). The GIL let the two threads overlap little, while every ASGI message crossed between
@@ -87,7 +90,7 @@ def build_model_app(
     )
     feedback = None
     if monitor_cfg.feedback.enabled:
-        feedback = serve.deployment(Feedback, name="feedback").options(
+        feedback = serve.deployment(Feedback, name=FEEDBACK_DEPLOYMENT).options(
             num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False}
         ).bind(target.model_name, features.to_json(), monitor_cfg.feedback, monitor_cfg.metrics)
     return gateway.bind(model("model", version), features.to_json(), settings, canary, feedback)

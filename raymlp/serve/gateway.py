@@ -197,6 +197,11 @@ class Gateway:
                 await self._flush_answers()  # this replica's latest answers, so that they join
                 return await self.feedback.join.remote([item.model_dump() for item in body.feedback])
 
+            @api.get("/feedback")
+            async def live_metrics() -> dict[str, Any]:
+                """Each version's live metrics and the `monitor.feedback.thresholds` they are past."""
+                return await self.feedback.live.remote()
+
         @api.get("/healthz")
         def healthz() -> dict[str, str]:
             """Liveness: the gateway answers."""

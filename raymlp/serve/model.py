@@ -12,6 +12,7 @@ import logging
 import statistics
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,14 +198,16 @@ class ModelReplica:
 
 class DriftMonitor:
     """A replica's window of served rows, scored every `interval_s` into the drift gauges. The
-    scoring runs in a thread: counting a full window takes milliseconds that requests should not
-    wait behind."""
+    scoring runs in a thread of its own: counting a full window takes milliseconds that requests
+    should not wait behind, and the event loop's default executor is shut down while a stopping
+    replica's loop closes, under a score that may be due."""
 
     def __init__(self, features: FeaturePipeline, cfg: DriftConfig, metrics: DriftMetrics):
         self.window = DriftWindow(features, cfg.window_rows)
         self.cfg = cfg
         self.metrics = metrics
         self.task: asyncio.Task | None = None
+        self.scorer = ThreadPoolExecutor(1, thread_name_prefix="raymlp-drift")
         self.drifted: list[str] = []
 
     def add(self, columns: Columns, predictions: np.ndarray) -> None:
@@ -216,7 +219,9 @@ class DriftMonitor:
         while True:
             await asyncio.sleep(self.cfg.interval_s)
             try:
-                report = await asyncio.to_thread(self.window.score, self.window.snapshot(), self.cfg)
+                report = await asyncio.get_running_loop().run_in_executor(
+                    self.scorer, self.window.score, self.window.snapshot(), self.cfg
+                )
             except Exception:  # noqa: BLE001 - a scoring bug must not end monitoring, nor touch serving
                 log.exception("drift: scoring the served window failed")
                 continue

@@ -1,5 +1,5 @@
-"""The drift example end to end at small size: drift seen in the served gauges, a better model
-promoted and served, a worse one refused."""
+"""The drift example end to end at small size: drift seen in the served gauges, live AUC past its
+threshold from labels sent later, a better model promoted and served, a worse one refused."""
 
 import importlib.util
 
@@ -22,5 +22,8 @@ def test_the_drift_example_detects_retrains_promotes_and_refuses(ray_session, tm
         serve.shutdown()
     assert out["calm"]["raymlp_drifted_features"] == 0
     assert out["drifted"]["raymlp_drift_psi[monthly_charges]"] > 0.2
-    assert out["better"].ran and out["better"].result.promotion.promote and out["better"].redeployed
+    assert out["live"]["degraded"] == {out["first"].model_version: ["auc"]}
+    better = out["better"]
+    assert better.ran and "drift in monthly_charges" in better.reason and "live auc" in better.reason
+    assert better.result.promotion.promote and better.redeployed
     assert out["worse"].ran and not out["worse"].result.promotion.promote

@@ -1,7 +1,7 @@
 """A real Prometheus on 127.0.0.1, configured by the shipped clusters/monitoring files, scrapes the
 served app through Ray's metrics export: request counts rise, the drift score of a feature crosses
 its threshold once drifted traffic arrives (and not before), and labels sent after their
-predictions show as live accuracy."""
+predictions show as live accuracy, past its threshold."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def served(registry_runs, quickstart_data, tmp_path_factory):
         f"monitor.drift.window_rows={WINDOW}",
         "monitor.drift.min_rows=500",
         "monitor.feedback.enabled=true",
+        "monitor.feedback.thresholds={accuracy: 0.99}",  # above what the model scores: crossed
     ]
     cfg = load_config(QUICKSTART / "pipeline.yaml", overrides)
     target = copy_registry(registry_runs, cfg, champion="2")
@@ -84,6 +85,8 @@ def prometheus(ray_session, tmp_path_factory):
             time.sleep(0.2)
     else:
         pytest.fail(f"prometheus did not start:\n{(work / 'prometheus.log').read_text()[-2000:]}")
+    wait_for(url, "count(up == 1)", lambda n: n >= 1, timeout_s=30)  # the first scrape: what ran before is in
+    time.sleep(2)
     yield url
     process.terminate()
     process.wait(timeout=30)
@@ -115,9 +118,10 @@ def send(url: str, rows: list[dict], per_request: int = 50) -> None:
 
 def test_prometheus_sees_requests_and_a_drift_crossing_its_threshold(served, prometheus):
     rows = example_generator("quickstart").make_table(2 * WINDOW, seed=7).drop(["churned"]).to_pylist()
-    send(served, rows[:WINDOW])  # traffic like the training data
     requests_200 = 'sum(raymlp_http_requests_total{route="/predict", status="200"})'
-    assert wait_for(prometheus, requests_200, lambda n: n >= WINDOW / 50) >= WINDOW / 50
+    before = query(prometheus, requests_200) or 0  # earlier tests' apps of this model count too
+    send(served, rows[:WINDOW])  # traffic like the training data
+    assert wait_for(prometheus, requests_200, lambda n: n >= before + WINDOW / 50) >= before + WINDOW / 50
     wait_for(prometheus, "max(raymlp_drift_window_rows)", lambda n: n >= WINDOW)
     assert query(prometheus, "max(raymlp_drifted_features)") == 0
     assert query(prometheus, 'max(raymlp_drift_psi{feature="monthly_charges"})') < 0.1
@@ -128,17 +132,19 @@ def test_prometheus_sees_requests_and_a_drift_crossing_its_threshold(served, pro
     assert psi > 1.0
     assert wait_for(prometheus, 'max(raymlp_drift_ks{feature="monthly_charges"})', lambda v: v >= 0.1) > 0.8
     assert wait_for(prometheus, "max(raymlp_drifted_features)", lambda n: n >= 1) == 1  # only monthly_charges moved
-    assert wait_for(prometheus, requests_200, lambda n: n >= 2 * WINDOW / 50) == 2 * WINDOW / 50
+    assert wait_for(prometheus, requests_200, lambda n: n >= before + 2 * WINDOW / 50) == before + 2 * WINDOW / 50
     registered = wait_for(prometheus, "max(raymlp_model_registered_timestamp_seconds)", lambda t: t > 0)
     assert time.time() - 86400 < registered < time.time()
     # The data stages of this session's pipeline runs counted their rows from the driver (this process).
     assert wait_for(prometheus, 'sum(raymlp_data_rows_total{outcome="valid"})', lambda n: n > 0) >= 1_000
     rules = [r for g in requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"] for r in g["rules"]]
-    assert {r["name"] for r in rules} >= {"RaymlpFeatureDrift", "RaymlpHighErrorRate", "RaymlpStaleModel"}
+    assert {r["name"] for r in rules} >= {"RaymlpFeatureDrift", "RaymlpHighErrorRate", "RaymlpStaleModel", "RaymlpLiveMetricDegraded"}
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []  # every rule evaluates cleanly
 
 
 def test_labels_sent_later_join_their_predictions_as_live_accuracy(served, prometheus):
+    joined_rows = 'sum(raymlp_feedback_rows_total{outcome="joined"})'
+    before = query(prometheus, joined_rows) or 0  # earlier tests' apps of this model count too
     table = example_generator("quickstart").make_table(200, seed=9)
     rows, labels = table.drop(["churned"]).to_pylist(), table["churned"].to_pylist()
     predicted = []
@@ -155,12 +161,14 @@ def test_labels_sent_later_join_their_predictions_as_live_accuracy(served, prome
     body = joined.json()
     assert body["joined_rows"] == 200 and body["unknown_request_ids"] == ["never-answered"]
     assert body["live"]["2"]["live_accuracy"] == pytest.approx(accuracy) and body["live"]["2"]["live_rows"] == 200
+    assert body["degraded"] == {"2": ["accuracy"]}  # 200 labelled rows: as many as min_rows asks
 
     wrong = requests.post(f"{served}/feedback", json={"feedback": [{"request_id": "live-0", "labels": ["maybe"] * 20}]}, timeout=30)
     assert wrong.status_code == 422 and "among the classes [0, 1]" in wrong.text and "maybe" not in wrong.text
 
     assert wait_for(prometheus, 'max(raymlp_live_accuracy{version="2"})', lambda v: abs(v - accuracy) < 1e-9) == pytest.approx(accuracy)
-    assert wait_for(prometheus, 'sum(raymlp_feedback_rows_total{outcome="joined"})', lambda n: n >= 200) == 200
+    assert wait_for(prometheus, joined_rows, lambda n: n >= before + 200) == before + 200
+    assert wait_for(prometheus, 'max(raymlp_live_thresholds_crossed{version="2"})', lambda n: n >= 1) == 1
 
 
 def test_labels_from_a_file_through_the_cli(served, tmp_path, capsys):

@@ -69,6 +69,15 @@ def test_search_space_must_name_real_fields_and_sane_ranges():
     assert "non-empty `values`" in error
 
 
+def test_live_metric_thresholds_must_be_metrics_of_the_task():
+    regression = {**MINIMAL, "data": {"path": "d", "label": "y", "task": "regression"}}
+    [error] = errors_of({**regression, "monitor": {"feedback": {"thresholds": {"auc": 0.7}}}})
+    assert error.startswith("monitor.feedback.thresholds:") and "'auc' is not a live metric of regression" in error
+    assert "loss, rmse, mae, r2" in error
+    cfg = parse_config({**MINIMAL, "monitor": {"feedback": {"thresholds": {"auc": 0.7, "loss": 0.5}}}})
+    assert cfg.monitor.feedback.thresholds == {"auc": 0.7, "loss": 0.5}
+
+
 def test_overrides_parse_yaml_values(tmp_path: Path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(MINIMAL))

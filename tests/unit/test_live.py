@@ -6,7 +6,7 @@ import pytest
 
 from raymlp.config.schema import FeedbackConfig
 from raymlp.data.features import FeaturePipeline
-from raymlp.monitor.live import Answered, Feedback, LiveScores
+from raymlp.monitor.live import Answered, Feedback, LiveScores, crossed
 
 CLASSES = FeaturePipeline(label="churned", classes=[0, 1])
 VALUES = FeaturePipeline(label="price", classes=[], task="regression", label_center=100.0, label_scale=10.0)
@@ -59,3 +59,23 @@ def test_labels_join_by_request_id_and_only_the_latest_answers_are_kept():
     again = asyncio.run(store.join([{"request_id": "r2", "labels": [1, 1]}, {"request_id": "r1", "labels": [1, 0]}]))
     assert again["unknown_request_ids"] == ["r2"] and again["joined_rows"] == 2  # r2 joined once already; r1 now fits
     assert again["live"]["3"]["live_rows"] == 4
+
+
+def test_thresholds_are_floors_or_ceilings_and_need_min_rows():
+    cfg = FeedbackConfig(thresholds={"auc": 0.75, "accuracy": 0.8, "loss": 0.6}, min_rows=100)
+    scores = {"live_auc": 0.74, "live_accuracy": 0.9, "live_loss": 0.61, "live_rows": 100.0}
+    assert crossed(scores, cfg) == ["auc", "loss"]  # AUC under its floor, loss over its ceiling
+    assert crossed({**scores, "live_rows": 99.0}, cfg) == []  # too few labelled rows to judge
+    assert crossed({"live_accuracy": 0.5, "live_rows": 100.0}, cfg) == ["accuracy"]  # no AUC (one class): not judged
+
+
+def test_a_version_past_its_thresholds_is_reported_degraded():
+    cfg = FeedbackConfig(window_rows=100, thresholds={"accuracy": 0.75}, min_rows=4)
+    store = Feedback("churn", CLASSES.to_json(), cfg, export_metrics=False)
+    asyncio.run(store.record([Answered("good", "2", [served(0.9)] * 4), Answered("bad", "3", [served(0.9)] * 4)]))
+    result = asyncio.run(store.join([{"request_id": "good", "labels": [1] * 4}, {"request_id": "bad", "labels": [1, 0, 0, 0]}]))
+    assert result["degraded"] == {"3": ["accuracy"]}
+    live = asyncio.run(store.live())
+    assert live["thresholds"] == {"accuracy": 0.75} and live["min_rows"] == 4
+    assert live["versions"]["2"] == {"metrics": result["live"]["2"], "degraded": []}
+    assert live["versions"]["3"]["degraded"] == ["accuracy"] and live["versions"]["3"]["metrics"]["live_accuracy"] == 0.25

@@ -35,7 +35,7 @@ def test_the_config_and_rules_pass_promtool_checks(tmp_path):
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     checked = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "5 rules found" in checked.stdout
+    assert "6 rules found" in checked.stdout
 
 
 @pytest.mark.prometheus
