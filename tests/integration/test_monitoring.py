@@ -5,8 +5,10 @@ predictions show as live accuracy, past its threshold."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import yaml
 from ray import serve
 
 from raymlp.cli import main
+from raymlp.monitor.metrics import RetrainMetrics
 from raymlp.config import load_config
 from raymlp.serve.app import build_model_app, deploy
 from raymlp.serve.client import predict
@@ -66,7 +69,7 @@ def prometheus(ray_session, tmp_path_factory):
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     config["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
     discovery = Path(ray._private.worker._global_node.get_temp_dir_path()) / "prom_metrics_service_discovery.json"
-    config["scrape_configs"][0]["file_sd_configs"][0]["files"] = [str(discovery)]
+    config["scrape_configs"][0]["file_sd_configs"][0] |= {"files": [str(discovery)], "refresh_interval": "1s"}
     config["rule_files"] = [str(MONITORING / "alerts.yml")]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -85,7 +88,9 @@ def prometheus(ray_session, tmp_path_factory):
             time.sleep(0.2)
     else:
         pytest.fail(f"prometheus did not start:\n{(work / 'prometheus.log').read_text()[-2000:]}")
-    wait_for(url, "count(up == 1)", lambda n: n >= 1, timeout_s=30)  # the first scrape: what ran before is in
+    time.sleep(6)  # Ray writes the file every 5 s: a young session's lists its nodes' agents by then
+    targets = len(json.loads(discovery.read_text())[0]["targets"])
+    wait_for(url, "count(up == 1)", lambda n: n >= targets, timeout_s=30)  # scraped: what ran before is in
     time.sleep(2)
     yield url
     process.terminate()
@@ -181,3 +186,17 @@ def test_labels_from_a_file_through_the_cli(served, tmp_path, capsys):
     assert main(["feedback", "--url", served, "--labels", str(tmp_path / "labels.csv"), "--label-column", "churned"]) == 0
     assert "50 label rows joined; 1 request ids unknown" in capsys.readouterr().out
     assert main(["feedback", "--url", served, "--labels", str(tmp_path / "labels.csv")]) == 2  # no `label` column
+
+
+def test_a_short_lived_drivers_counts_outlive_it(prometheus):
+    """`raymlp retrain` exits right after it counts its outcome: Ray's metrics agent keeps exporting
+    the count of a driver that has exited."""
+    script = "import sys, ray; ray.init(address=sys.argv[1]); from raymlp.monitor.metrics import RetrainMetrics; " \
+             "RetrainMetrics('short-lived').observe('skipped')"  # fmt: skip
+    gcs = ray.get_runtime_context().gcs_address
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", script, gcs], check=True, timeout=120, capture_output=True, cwd=REPO)
+    RetrainMetrics("short-lived").observe("refused")  # and a driver that stays counts into the same series
+    retrains = 'sum by (outcome) (raymlp_retrains_total{model="short-lived", outcome="%s"})'
+    assert wait_for(prometheus, retrains % "skipped", lambda n: n >= 2, timeout_s=60) == 2
+    assert wait_for(prometheus, retrains % "refused", lambda n: n >= 1, timeout_s=60) == 1
