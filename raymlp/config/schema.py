@@ -524,7 +524,7 @@ class FeedbackConfig(Section):
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Bounds on live metrics, by name without `valid_` (e.g. `{auc: 0.75}`): floors for accuracy,
     auc, f1 and r2, ceilings for loss, rmse and mae. A version past one is degraded: the
-    `raymlp_live_thresholds_crossed` gauge, the LiveMetricDegraded alert, `raymlp retrain --when degraded`."""
+    `raymlp_live_thresholds_crossed` gauge, the RaymlpLiveMetricDegraded alert, `raymlp retrain --when degraded`."""
     min_rows: PositiveInt = 200
     """Below this many labelled rows a version's live metrics cross no threshold."""
 
@@ -567,7 +567,8 @@ class PipelineConfig(Section):
         for name in self.monitor.feedback.thresholds:
             if name not in live:
                 raise ValueError(
-                    f"monitor.feedback.thresholds: {name!r} is not a live metric of {self.data.task}; use one of {', '.join(live)}"
+                    f"monitor.feedback.thresholds: {name!r} is not a live metric of {self.data.task}; "
+                    f"use one of {', '.join(live)}"
                 )
         return self
 

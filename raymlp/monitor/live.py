@@ -6,7 +6,7 @@ app's `Feedback` deployment, the latest `monitor.feedback.max_requests` of them;
 code that scores validation during training (`train.metrics.MetricSpec`), over the latest
 `window_rows` labelled rows per served version: accuracy, AUC and F1, or RMSE, MAE and R², exported
 as `raymlp_live_<metric>` gauges. A version whose live metrics cross `monitor.feedback.thresholds`
-is degraded: what the LiveMetricDegraded alert and `raymlp retrain --when degraded` act on.
+is degraded: what the RaymlpLiveMetricDegraded alert and `raymlp retrain --when degraded` act on.
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ Triggers, any of which retrains: `always`; `drifted` (the offline drift check of
 against the served version's training reference, `monitor.drift_check`, finds a drifted feature or
 drifted predictions); `degraded` (the running app's live metrics of the served version, from labels
 joined to its answers, are past `monitor.feedback.thresholds`); and a schedule (`--every`, a loop of
-any of them). A retrain holds a cluster-wide guard
-while it runs: a named Ray actor owned by its driver, so a second retrain of the same pipeline is
-refused, and a driver that dies releases the guard with it. Runs as a Ray job like any command:
-`ray job submit -- raymlp retrain ...`.
+any of them). A retrain holds a cluster-wide guard while it runs: a named Ray actor owned by its
+driver, so a second retrain of the same pipeline is refused, and a driver that dies releases the
+guard with it. Runs as a Ray job like any command: `ray job submit -- raymlp retrain ...`.
 """
 
 from __future__ import annotations
@@ -134,11 +133,10 @@ def _retrain(cfg: PipelineConfig, target: TrackingTarget, when: Sequence[Trigger
             fired.append("trigger: always")
         if "drifted" in when:
             check, _ = drift_run(target, cfg, cfg.data.path, cfg.serve.model_version, cfg.data.format)
-            drifted = check.report.alarms
-            (fired if drifted else quiet).append(
-                f"drift in {', '.join(drifted)} against version {check.version}" if drifted
-                else f"no drift in {cfg.data.path} against version {check.version}"
-            )  # fmt: skip
+            if check.report.alarms:
+                fired.append(f"drift in {', '.join(check.report.alarms)} against version {check.version}")
+            else:
+                quiet.append(f"no drift in {cfg.data.path} against version {check.version}")
         if "degraded" in when:
             degraded, why = _live_degraded(cfg, target)
             (fired if degraded else quiet).append(why)
