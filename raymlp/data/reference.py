@@ -55,8 +55,9 @@ class DriftReference:
             prediction=prediction,
         )
 
+
 def numeric_reference(name: str, quantiles: Sequence[float] | None, present: int, rows: int) -> NumericReference | None:
-    """From a quantile sketch at PERCENTILES; None for a column with no value to compare with."""
+    """From quantiles at PERCENTILES; None for a column with no value to compare with."""
     if not quantiles or not rows:
         return None
     return NumericReference(name, [float(q) for q in quantiles], missing=1.0 - present / rows)

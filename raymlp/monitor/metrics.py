@@ -195,7 +195,8 @@ class LiveMetrics:
 
 class DataMetrics:
     """What a pipeline run's data stage read: rows by outcome (valid, duplicate, and quarantined by
-    reason, e.g. `range:age`), and files it could not read. From the driver, while it runs."""
+    reason, e.g. `range:age`), and files it could not read. From the driver; Ray's metrics agent
+    goes on exporting the counts after the driver exits."""
 
     def __init__(self, model: str):
         self.tags = {"model": model}
@@ -230,7 +231,7 @@ class TrainMetrics:
 
 
 class RetrainMetrics:
-    """Retraining events by outcome: skipped (no drift), promoted, challenger (registered, refused by
+    """Retraining events by outcome: skipped (no trigger fired), promoted, challenger (registered, refused by
     the promotion policy) and refused (another retrain of the pipeline was running)."""
 
     def __init__(self, model: str):

@@ -114,7 +114,6 @@ def _model_deployment(name: str, source: ModelSource, cfg: ServeConfig, monitor:
     )
 
 
-
 def _actor_options(num_cpus: float) -> dict[str, Any]:
     return {"num_cpus": num_cpus, "runtime_env": {"env_vars": REPLICA_ENV}}
 
