@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,16 +23,21 @@ import torch
 from raymlp.config.schema import LOWER_IS_BETTER, FeedbackConfig
 from raymlp.data.features import FeaturePipeline
 from raymlp.monitor.metrics import LiveMetrics
+from raymlp.serve.model import PREDICTION, Predicted, probabilities
 from raymlp.train.metrics import MetricSpec
 
 
 @dataclass(frozen=True)
 class Answered:
-    """One answered request: the version that answered and its prediction rows (as served)."""
+    """One answered request: the version that answered and its prediction columns."""
 
     request_id: str
     version: str
-    predictions: list[dict[str, Any]]
+    predictions: Predicted
+
+    @property
+    def rows(self) -> int:
+        return len(self.predictions[PREDICTION])
 
 
 class LiveScores:
@@ -44,7 +49,7 @@ class LiveScores:
         self.spec = MetricSpec.of(features)
         self.windows: dict[str, deque[tuple[int, torch.Tensor]]] = {}
 
-    def add(self, version: str, predictions: Sequence[dict[str, Any]], labels: Sequence[Any]) -> None:
+    def add(self, version: str, predictions: Predicted, labels: Sequence[Any]) -> None:
         """Raises ValueError for a label that is not one of the model's classes (or not a number)."""
         targets = torch.as_tensor(self.features.encode_labels(list(labels)))
         window = self.windows.setdefault(version, deque())
@@ -62,16 +67,14 @@ class LiveScores:
         scores = self.spec.summarize(total, "live", detailed=True)  # NaN where undefined (AUC of one class)
         return {k: v for k, v in scores.items() if math.isfinite(v)} | {"live_rows": float(sum(n for n, _ in window))}
 
-    def _outputs(self, predictions: Sequence[dict[str, Any]]) -> torch.Tensor:
-        """What the model output, rebuilt from the served rows: log-probabilities (their softmax
-        is the served probabilities), or standardized regression values."""
+    def _outputs(self, predictions: Predicted) -> torch.Tensor:
+        """What the model output, rebuilt from the served predictions: log-probabilities (their
+        softmax is the served probabilities), or standardized regression values."""
         f = self.features
         if f.task == "regression":
-            values = np.array([p["value"] for p in predictions], dtype=np.float64)
+            values = predictions[PREDICTION].astype(np.float64)
             return torch.from_numpy((values - f.label_center) / f.label_scale)[:, None].float()
-        names = [str(c) for c in f.classes]
-        probs = np.array([[p["probabilities"][n] for n in names] for p in predictions], dtype=np.float64)
-        return torch.from_numpy(np.log(np.maximum(probs, 1e-12))).float()
+        return torch.from_numpy(np.log(np.maximum(probabilities(predictions)[1], 1e-12))).float()
 
 
 def crossed(scores: dict[str, float], cfg: FeedbackConfig) -> list[str]:
@@ -100,7 +103,9 @@ class Feedback:
 
     async def record(self, answered: list[Answered]) -> None:
         for a in answered:
-            self.answered[a.request_id] = a
+            # Copied: arrays that arrive in a large call are views of Ray's object store, and kept
+            # ones would hold the whole call's buffer there until their last request leaves.
+            self.answered[a.request_id] = replace(a, predictions={k: v.copy() for k, v in a.predictions.items()})
             self.answered.move_to_end(a.request_id)
         while len(self.answered) > self.cfg.max_requests:
             self.answered.popitem(last=False)
@@ -115,7 +120,7 @@ class Feedback:
             answered = self.answered.get(item["request_id"])
             if answered is None:
                 unknown.append(item["request_id"])
-            elif len(item["labels"]) != len(answered.predictions):
+            elif len(item["labels"]) != answered.rows:
                 mismatched.append(item["request_id"])
             else:  # joined once: labels sent again for it find nothing, instead of counting twice
                 del self.answered[item["request_id"]]

@@ -7,7 +7,7 @@ scraped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ray.util import metrics
@@ -118,14 +118,15 @@ class ShadowMetrics:
         )  # fmt: skip
         self.failures = metrics.Counter("raymlp_shadow_failures_total", "Shadow calls that failed.", tag_keys=keys)
 
-    def compare(self, served: list[dict[str, Any]], shadow: list[dict[str, Any]]) -> None:
+    def compare(self, served: np.ndarray, shadow: np.ndarray, regression: bool) -> None:
+        """`served` and `shadow`: the two versions' predictions of the same rows (labels or values)."""
         self.rows.inc(len(served), tags=self.tags)
-        if served and "label" in served[0]:
-            if agreed := sum(a["label"] == b["label"] for a, b in zip(served, shadow)):  # Ray's Counter refuses 0
+        if not regression:
+            if agreed := int(np.sum(served == shadow)):  # Ray's Counter refuses 0
                 self.agreed.inc(agreed, tags=self.tags)
         else:
-            for a, b in zip(served, shadow):
-                self.difference.observe(abs(a["value"] - b["value"]), tags=self.tags)
+            for difference in np.abs(served.astype(np.float64) - shadow.astype(np.float64)).tolist():
+                self.difference.observe(difference, tags=self.tags)
 
     def failed(self) -> None:
         self.failures.inc(tags=self.tags)

@@ -28,8 +28,23 @@ from raymlp.data.features import FeaturePipeline
 from raymlp.monitor.live import Answered
 from raymlp.monitor.metrics import HttpMetrics, ShadowMetrics
 from raymlp.serve.access import AccessLog
-from raymlp.serve.model import Columns, ModelReplica, ModelSource, ReplicaSettings
-from raymlp.serve.schemas import PredictResponse, make_columns_model, make_feedback_model, make_request_model
+from raymlp.serve.model import (
+    PREDICTION,
+    Columns,
+    ModelReplica,
+    ModelSource,
+    Predicted,
+    ReplicaSettings,
+    prediction_lists,
+    prediction_rows,
+)
+from raymlp.serve.schemas import (
+    PredictColumnsResponse,
+    PredictResponse,
+    make_columns_model,
+    make_feedback_model,
+    make_request_model,
+)
 from raymlp.serve.security import GuardSettings, RequestGuard
 
 log = logging.getLogger("ray.serve")
@@ -172,12 +187,13 @@ class Gateway:
         @api.post("/predict", response_model=PredictResponse)
         async def predict(body: request_model, request: Request) -> Response:
             """One prediction per row, in order."""
-            return await self.answer({name: [row[name] for row in body.rows] for name in inputs}, request)
+            return await self.answer({name: [row[name] for row in body.rows] for name in inputs}, request, prediction_rows)
 
-        @api.post("/predict/columns", response_model=PredictResponse)
+        @api.post("/predict/columns", response_model=PredictColumnsResponse)
         async def predict_columns(body: columns_model, request: Request) -> Response:
-            """The same from one list of values per feature: the cheaper form for many rows."""
-            return await self.answer(body.columns, request)
+            """The same from one list of values per feature, answered as one list per field: the
+            cheaper form for many rows."""
+            return await self.answer(body.columns, request, prediction_lists)
 
         if self.feedback is not None:
             feedback_model = make_feedback_model(s.max_rows)
@@ -222,11 +238,15 @@ class Gateway:
         api.add_middleware(AccessLog, metrics=metrics, routes=frozenset(r.path for r in api.routes))
         return api
 
-    async def answer(self, columns: Columns, request: Request) -> Response:
+    async def answer(
+        self, columns: Columns, request: Request, shape: Callable[[Predicted], Any]
+    ) -> Response:
+        """Predict `columns` and answer the prediction columns in the route's `shape`."""
         answer = await self.route(columns)
         if self.feedback is not None:
             self._remember(Answered(request.state.request_id, answer["version"], answer["predictions"]))
-        return Response(to_json(answer), media_type="application/json")
+        body = {"model": self.settings.model_name, **answer, "predictions": shape(answer["predictions"])}
+        return Response(to_json(body), media_type="application/json")
 
     def _remember(self, answered: Answered) -> None:
         self.answered.append(answered)
@@ -247,23 +267,24 @@ class Gateway:
             await self.feedback.record.remote(batch)
 
     async def route(self, columns: Columns) -> dict[str, Any]:
-        s = self.settings
-        use_canary = self.canary is not None and self.random.random() * 100 < s.canary_percent
+        """The answer of the served version or the canary: its version, precision and prediction columns."""
+        use_canary = self.canary is not None and self.random.random() * 100 < self.settings.canary_percent
         answer = await (self.canary if use_canary else self.primary).predict(columns)
         if self.shadow_metrics is not None:
             task = asyncio.create_task(self._shadow(columns, answer["predictions"]))
             self.shadow_tasks.add(task)  # a task nobody references can be garbage-collected mid-flight
             task.add_done_callback(self.shadow_tasks.discard)
-        return {"model": s.model_name, **answer}
+        return answer
 
-    async def _shadow(self, columns: Columns, served: list[dict[str, Any]]) -> None:
+    async def _shadow(self, columns: Columns, served: Predicted) -> None:
         """The canary answers a copy of the request; its answer is only measured, never returned."""
         try:
             answer = await self.canary.predict(columns)
         except ModelUnavailable:
             self.shadow_metrics.failed()
             return
-        self.shadow_metrics.compare(served, answer["predictions"])
+        regression = self.features.task == "regression"
+        self.shadow_metrics.compare(served[PREDICTION], answer["predictions"][PREDICTION], regression)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

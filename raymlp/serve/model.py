@@ -1,8 +1,10 @@
 """The model side of serving: raw rows to predictions, and the Serve replica that batches them.
 
 `predict_columns` is the one definition of a prediction (batch inference writes its columns, the
-HTTP app its rows). `ModelReplica` loads one registered version, verified, and batches concurrent
-calls into one forward pass: inside the HTTP replica, or as a deployment of its own behind it.
+HTTP app answers them as rows or as lists). `ModelReplica` loads one registered version, verified,
+and batches concurrent calls into one forward pass: inside the HTTP replica, or as a deployment of
+its own behind it. It answers prediction columns (numpy arrays), which the gateway shapes for the
+route: they cross a handle as a few buffers, where 1,024 row objects were pickled one by one.
 """
 
 from __future__ import annotations
@@ -58,15 +60,19 @@ class ReplicaSettings:
 Columns = dict[str, list[Any]]
 """Validated input columns, one value per row: what a replica predicts from, whichever form a request came in."""
 
+Predicted = dict[str, np.ndarray]
+"""Prediction columns, one value per row: what `predict_columns` gives and a replica answers."""
+
 PREDICTION = "prediction"
 PROB_PREFIX = "prob_"
 
 
-def predict_columns(model: LoadedModel, columns: Mapping[str, Any], device: str = "cpu") -> dict[str, np.ndarray]:
+def predict_columns(model: LoadedModel, columns: Mapping[str, Any], device: str = "cpu") -> Predicted:
     """Raw input columns (name -> values, or an Arrow table) to prediction columns: `prediction`
     (the most probable class, or the value in the label's units) and, for classification, one
     `prob_<class>` column per class. The one definition of a prediction: batch inference writes
-    these columns, and `predict_rows` turns them into JSON rows for the HTTP API."""
+    these columns, and the HTTP API answers them as JSON rows or lists (`prediction_rows`,
+    `prediction_lists`)."""
     features = model.features
     x = torch.from_numpy(features.transform(columns)).to(device)
     with torch.inference_mode():
@@ -85,23 +91,39 @@ def prediction_names(features: FeaturePipeline) -> list[str]:
 
 def predict_rows(model: LoadedModel, columns: Mapping[str, Any]) -> list[dict[str, Any]]:
     """`predict_columns` as one JSON-ready prediction per row."""
-    return prediction_rows(model.features, predict_columns(model, columns))
+    return prediction_rows(predict_columns(model, columns))
 
 
-def prediction_rows(features: FeaturePipeline, predicted: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+def prediction_rows(predicted: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     """`predict_columns`' columns as rows: the label and every class's probability (rounded to 6
-    places), or the value in the label's units."""
-    if features.task == "regression":
+    places), or the value in the label's units. Read from the columns alone, so that a canary whose
+    classes differ from the served version's answers with its own."""
+    names, probs = probabilities(predicted)
+    if not names:
         return [{"value": v} for v in predicted[PREDICTION].astype(np.float64).tolist()]
     # Rounded and converted to Python numbers column-wise: per value, rounding and float() took
     # more time than the forward pass of a 1,024-row batch.
-    classes = features.classes
-    names = [str(c) for c in classes]
-    probs = np.stack([predicted[f"{PROB_PREFIX}{c}"] for c in classes], axis=1).astype(np.float64)
-    return [
-        {"label": classes[i], "probabilities": dict(zip(names, p))}
-        for i, p in zip(probs.argmax(axis=1).tolist(), np.round(probs, 6).tolist())
-    ]
+    rows = np.round(probs, 6).tolist()
+    return [{"label": label, "probabilities": dict(zip(names, p))} for label, p in zip(predicted[PREDICTION].tolist(), rows)]
+
+
+def prediction_lists(predicted: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """`predict_columns`' columns as one list per field, in row order, the answer to a request sent
+    as columns: `{"label": [...], "probabilities": {class: [...]}}`, or `{"value": [...]}`. What
+    `prediction_rows` holds, without an object per row (0.8 ms of a 1,024-row answer)."""
+    names, probs = probabilities(predicted)
+    if not names:
+        return {"value": predicted[PREDICTION].astype(np.float64).tolist()}
+    return {"label": predicted[PREDICTION].tolist(), "probabilities": dict(zip(names, np.round(probs, 6).T.tolist()))}
+
+
+def probabilities(predicted: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """A classifier's classes (as text) and predicted probabilities, a (rows, classes) float64
+    matrix in class order; no classes for regression."""
+    names = [name.removeprefix(PROB_PREFIX) for name in predicted if name.startswith(PROB_PREFIX)]
+    if not names:
+        return [], np.empty((len(predicted[PREDICTION]), 0))
+    return names, np.stack([predicted[f"{PROB_PREFIX}{n}"] for n in names], axis=1).astype(np.float64)
 
 
 PROBE_ROWS = 64
@@ -175,7 +197,8 @@ class ModelReplica:
         return DriftMonitor(self.model.features, settings.drift, DriftMetrics(self.source.model_name, self.source.version))
 
     async def _predict_batch(self, requests: list[Columns]) -> list[dict[str, Any]]:
-        """Concurrent requests (each validated columns: name -> one value per row) share one forward pass."""
+        """Concurrent requests (each validated columns: name -> one value per row) share one forward
+        pass; each answer holds its rows' prediction columns."""
         start = time.perf_counter()
         features = self.model.features
         names = features.input_columns
@@ -186,12 +209,11 @@ class ModelReplica:
                                  time.perf_counter() - start, features.label_center, features.label_scale)  # fmt: skip
         if self.drift:
             self.drift.add(columns, predicted[PREDICTION])
-        predictions = prediction_rows(features, predicted)
         answers, at = [], 0
         for request in requests:
             rows = len(request[names[0]])
             answers.append({"version": self.source.version, "precision": self.precision,
-                            "predictions": predictions[at : at + rows]})  # fmt: skip
+                            "predictions": {name: values[at : at + rows] for name, values in predicted.items()}})  # fmt: skip
             at += rows
         return answers
 

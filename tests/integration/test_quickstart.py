@@ -95,14 +95,19 @@ def test_http_predicts_raw_rows_and_reports_the_version(quickstart):
     assert set(ROW) <= set(schema["components"]["schemas"]["Row"]["properties"])
 
 
-def test_columns_get_the_same_predictions_as_rows(quickstart):
+def test_columns_get_the_same_predictions_as_rows_as_lists(quickstart):
     _, result = quickstart
     rows = [ROW, {**ROW, "plan": "premium", "age": None}, {**ROW, "region": "nowhere", "tenure_months": 40.0}]
     by_rows = requests.post(f"{result.endpoint}/predict", json={"rows": rows}, headers=auth(result), timeout=30)
     columns = {name: [row[name] for row in rows] for name in ROW}
     by_columns = requests.post(f"{result.endpoint}/predict/columns", json={"columns": columns}, headers=auth(result), timeout=30)
     assert by_rows.status_code == by_columns.status_code == 200, by_columns.text
-    assert by_columns.json() == by_rows.json() and len(by_columns.json()["predictions"]) == 3
+    answer, predicted = by_columns.json(), by_rows.json()["predictions"]
+    assert {k: v for k, v in answer.items() if k != "predictions"} == {k: v for k, v in by_rows.json().items() if k != "predictions"}
+    assert answer["predictions"]["label"] == [p["label"] for p in predicted]
+    classes = list(predicted[0]["probabilities"])
+    assert answer["predictions"]["probabilities"] == {c: [p["probabilities"][c] for p in predicted] for c in classes}
+    assert len(answer["predictions"]["label"]) == 3
 
 
 @pytest.mark.parametrize(
