@@ -238,9 +238,7 @@ class Gateway:
         api.add_middleware(AccessLog, metrics=metrics, routes=frozenset(r.path for r in api.routes))
         return api
 
-    async def answer(
-        self, columns: Columns, request: Request, shape: Callable[[Predicted], Any]
-    ) -> Response:
+    async def answer(self, columns: Columns, request: Request, shape: Callable[[Predicted], Any]) -> Response:
         """Predict `columns` and answer the prediction columns in the route's `shape`."""
         answer = await self.route(columns)
         if self.feedback is not None:
