@@ -197,6 +197,7 @@ def _tune(cfg: PipelineConfig, data: PreparedData, name: str, storage_path: str,
         seed=cfg.seed,
         name=name,
         storage_path=storage_path,
+        trial_retries=cfg.train.max_failures,
         resume=resume,
     )
     for trial in search.trials:

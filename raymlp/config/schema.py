@@ -266,7 +266,8 @@ class TrainConfig(Section):
     keep_checkpoints: PositiveInt = 2
     """Best checkpoints (by `tune.metric`) kept per training run; the latest is kept too."""
     max_failures: Annotated[int, Field(ge=-1)] = 2
-    """Worker-group failures survived per run by restarting from the latest checkpoint (-1: no limit)."""
+    """Worker-group failures survived per run by restarting from the latest checkpoint (-1: no limit).
+    In a search, Tune retries the failed trial instead, and its training resumes the same way."""
     cache_data: Literal["auto", "always", "never"] = "auto"
     """Hold each worker's shard of the splits in memory as tensors after the first read, instead
     of streaming it from Ray Data every epoch. `auto`: when it fits in `cache_max_mb`."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from ray import tune
 
 from conftest import QUICKSTART, REPO, example_generator, free_port
 from raymlp.config import load_config
@@ -88,6 +89,30 @@ def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
     # would cost about what epoch 1 did.
     assert history[2]["train_loss"] < (history[0]["train_loss"] + history[1]["train_loss"]) / 2
     assert history[2]["valid_accuracy"] >= history[1]["valid_accuracy"] - 0.05
+
+
+def test_a_trial_whose_worker_dies_is_retried_by_tune_from_its_checkpoint(
+    ray_session, quickstart_data, tmp_path, monkeypatch
+):
+    """In a search the training run does not retry (see raymlp.tune.tuner); Tune retries the trial."""
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "support"))
+    cfg = quickstart(
+        quickstart_data, tmp_path, "train.epochs=4", "train.num_workers=1", "train.max_failures=1",
+        "tune.num_samples=1", "tune.searcher=random", "tune.scheduler=none",
+    )  # fmt: skip
+    marker = tmp_path / "died"
+    # ~1050 train rows on one worker in batches of 64: 17 steps an epoch, so step 40 is in epoch 3.
+    cfg.model.options = {"marker": str(marker), "fail_at_step": 40}
+    cfg.model.name = "flaky_model:factory"
+    result = run_pipeline(cfg, ["data", "tune"])
+
+    assert marker.exists(), "the worker never died; the test proved nothing"
+    [experiment] = result.run_dir.glob("ray_results/*-tune")
+    [trial] = tune.ExperimentAnalysis(str(experiment)).trials
+    assert (trial.status, trial.num_failures) == ("TERMINATED", 1)
+    # Retried from epoch 2's checkpoint: epochs 1 and 2 are not reported twice, nor 3 skipped.
+    assert [row["epoch"] for row in result.trials[0].history] == [1, 2, 3, 4]
+    assert latest_metrics(result.run_dir)["resumed_after"] == [2]
 
 
 def test_resume_continues_a_run_and_refuses_a_tampered_checkpoint(ray_session, quickstart_data, tmp_path):
